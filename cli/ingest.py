@@ -1,0 +1,69 @@
+"""`registry ingest`: mine known structures from files or the Materials Project API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from cli.main import Context, pass_context
+from registry.errors import RegistryError
+from registry.ingest import Ingestor, IngestReport
+from registry.readers import iter_input_files, read_mp_api, read_path
+from registry.records import Record
+from schemas.structure import OriginKind
+
+
+def print_report(report: IngestReport, where: str) -> None:
+    click.echo(f"read {report.read}: ingested {report.ingested}, updated {report.updated}, "
+               f"unchanged {report.unchanged}, rejected {report.rejected}")
+    for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  rejected {n:>6}  {reason}")
+    click.echo(f"documents in {where}.structures; reasons for rejects in {where}.rejects")
+
+
+def _mp_client():
+    key = os.environ.get("MP_API_KEY")
+    if not key:
+        raise RegistryError("--mp-api needs an API key in MP_API_KEY")
+    from mp_api.client import MPRester
+
+    return MPRester(key)
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--source", help="Source name stored in origin.source (default: the file type, e.g. csv or cif).")
+@click.option("--kind", type=click.Choice([k.value for k in OriginKind]), default="mined", show_default=True,
+              help="Known structures are 'mined'; structures from a generator are 'generated'.")
+@click.option("--mp-api", "mp_api", is_flag=True, help="Query the Materials Project API (needs MP_API_KEY).")
+@click.option("--elements", help="With --mp-api: comma-separated elements every material must contain.")
+@click.option("--chemsys", help="With --mp-api: comma-separated chemical systems, e.g. Mn-O,Mg-Mn-O.")
+@pass_context
+def ingest(ctx: Context, paths: tuple[Path, ...], source: str | None, kind: str, mp_api: bool,
+           elements: str | None, chemsys: str | None) -> None:
+    """Ingest CIF files or folders, CSVs with a `cif` column, or JSON of structures/entries.
+
+    Re-ingesting the same input changes nothing; bad records are kept in `rejects` with the reason.
+    """
+    if not paths and not mp_api:
+        raise click.UsageError("give files or folders to ingest, or --mp-api")
+    for path in paths:
+        if not path.exists():
+            raise RegistryError(f"{path}: no such file or folder")
+    reg = ctx.registry
+    ingestor = Ingestor(reg)
+
+    def records() -> Iterator[Record]:
+        for path in iter_input_files(paths):
+            yield from read_path(path, source=source, kind=OriginKind(kind))
+        if mp_api:
+            split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+            yield from read_mp_api(_mp_client(), elements=split(elements), chemsys=split(chemsys))
+
+    report = ingestor.write(tqdm(records(), desc="ingest", unit=" records", disable=None))
+    print_report(report, reg.database)
+

@@ -1,0 +1,85 @@
+"""The `registry` command. Every subcommand gets its database from here: --db, else REGISTRY_DB, else embedded."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+from pymongo.errors import PyMongoError
+
+from registry.config import Settings, redact
+from registry.errors import RegistryError
+
+EXIT_ERROR = 2
+
+
+# Subcommands are imported when used: the science stack takes seconds to import, `registry --help` should not.
+COMMANDS = {
+    "db": ("cli.db:db", "Start, inspect and stop the embedded database server."),
+    "ingest": ("cli.ingest:ingest", "Ingest CIFs, CSVs with a cif column, JSON structures/entries, or MP."),
+    "query": ("cli.query:query", "Find documents with a Mongo filter (table, JSON or CSV)."),
+    "stats": ("cli.query:stats", "Counts per collection, origin kind and source."),
+}
+
+
+class RegistryGroup(click.Group):
+    """Loads subcommands lazily, and turns expected failures (database down, bad input) into one line on
+    stderr and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name][0].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RegistryError as exc:
+            click.echo(f"error: {exc}", err=True)
+        except PyMongoError as exc:
+            settings = ctx.obj.settings if isinstance(ctx.obj, Context) else None
+            where = f" at {redact(settings.db_uri)}" if settings and settings.db_uri else ""
+            first = redact(str(exc)).split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
+            click.echo(f"error: database{where} failed: {type(exc).__name__}: {first}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+class Context:
+    """Lazily opens the registry, so `registry --help` never touches a database."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._registry = None
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from registry.client import Registry
+
+            self._registry = Registry(settings=self.settings)
+            self._registry.ping()
+        return self._registry
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", metavar="URI", help="MongoDB URI (default: $REGISTRY_DB, else the embedded server).")
+@click.option("--home", type=click.Path(file_okay=False), help="Embedded server home (default: $REGISTRY_HOME or ./.registry).")
+@click.version_option(package_name="tmo-registry")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, home: str | None) -> None:
+    """A registry of open-tunnel transition-metal oxides for multivalent-ion batteries."""
+    ctx.obj = Context(Settings.resolve(db=db, home=home))
+

@@ -1,0 +1,20 @@
+"""A MongoDB-backed registry for discovering open-tunnel transition-metal oxides."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Registry", "__version__"]
+
+if TYPE_CHECKING:
+    from registry.client import Registry
+
+
+def __getattr__(name: str) -> Any:
+    """`from registry import Registry` without importing the science stack for every submodule import."""
+    if name == "Registry":
+        from registry.client import Registry
+
+        return Registry
+    raise AttributeError(name)

@@ -1,0 +1,103 @@
+"""`Registry`: the Python entry point. Resolves the database once and hands out stores and collections on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection as MongoCollection
+from pymongo.errors import PyMongoError
+
+from registry.config import Settings, database_name, redact
+from registry.errors import DatabaseUnavailable
+from registry.server import EmbeddedServer
+from registry.stores import COLLECTIONS, RegistryStore, make_store
+
+
+class Registry:
+    """One registry database.
+
+    >>> reg = Registry()                      # REGISTRY_DB, else the embedded server under ./.registry
+    >>> reg.count({"elements": "O"})          # structures containing oxygen
+    >>> reg.find({"chemsys": "Mn-O"}, fields=["registry_id", "formula_pretty"])
+    >>> store = reg.store("relaxed")          # a maggma MongoStore, e.g. for builders
+    """
+
+    def __init__(self, uri: str | None = None, *, home: str | Path | None = None, database: str | None = None,
+                 settings: Settings | None = None):
+        self.settings = settings or Settings.resolve(db=uri, home=home, database=database)
+        if self.settings.db_uri:
+            self.uri = self.settings.db_uri
+        else:
+            self.uri = EmbeddedServer(self.settings.home).ensure_running().uri
+        self.database = database_name(self.uri, self.settings.database)
+
+    def __repr__(self) -> str:
+        return f"Registry({redact(self.uri)!r}, database={self.database!r})"
+
+    @cached_property
+    def client(self) -> MongoClient:
+        return MongoClient(self.uri, serverSelectionTimeoutMS=self.settings.timeout_ms, retryWrites=True,
+                           tz_aware=True)
+
+    def ping(self) -> None:
+        """Fail fast with one clear message when the database is not there."""
+        try:
+            self.client.admin.command("ping")
+        except PyMongoError as exc:
+            raise DatabaseUnavailable(f"cannot reach the database at {redact(self.uri)}: {_short(exc)}") from None
+
+    def collection(self, name: str) -> MongoCollection:
+        return self.client[self.database][name]
+
+    def store(self, name: str, **kwargs: Any) -> RegistryStore:
+        """A maggma store on a registry collection (not yet connected: builders connect and close their own)."""
+        return make_store(self.uri, self.database, name, timeout_ms=self.settings.timeout_ms, **kwargs)
+
+    def ensure_indexes(self, names: Iterable[str] | None = None) -> None:
+        """Create the catalogue's indexes; idempotent. Upserts without the key index scan the whole collection."""
+        for name in names or COLLECTIONS:
+            spec = COLLECTIONS[name]
+            coll = self.collection(name)
+            coll.create_index([(spec.key, ASCENDING)], unique=True)
+            for field in spec.indexes:
+                coll.create_index([(field, ASCENDING)])
+
+    def find(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
+             fields: list[str] | None = None, sort: list[tuple[str, int]] | None = None,
+             limit: int = 0) -> list[dict[str, Any]]:
+        projection = {f: 1 for f in fields} if fields else None
+        if projection is not None and "_id" not in projection:
+            projection["_id"] = 0
+        cursor = self.collection(collection).find(dict(filter or {}), projection)
+        if sort:
+            cursor = cursor.sort(sort)
+        return list(cursor.limit(limit))
+
+    def count(self, filter: Mapping[str, Any] | None = None, collection: str = "structures") -> int:
+        return self.collection(collection).count_documents(dict(filter or {}))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per collection, and for structures per origin kind and source."""
+        db = self.client[self.database]
+        names = set(db.list_collection_names())
+        counts = {name: db[name].estimated_document_count() for name in COLLECTIONS if name in names}
+        by_origin = list(db["structures"].aggregate([
+            {"$group": {"_id": {"kind": "$origin.kind", "source": "$origin.source"}, "n": {"$sum": 1}}},
+            {"$sort": {"_id.kind": 1, "_id.source": 1}},
+        ])) if "structures" in names else []
+        return {
+            "database": self.database,
+            "collections": counts,
+            "structures_by_origin": [{"kind": g["_id"].get("kind"), "source": g["_id"].get("source"), "count": g["n"]}
+                                     for g in by_origin],
+        }
+
+
+def _short(exc: Exception) -> str:
+    """pymongo's topology dumps are long; keep the first sentence."""
+    text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return redact(text)[:300]

@@ -1,0 +1,48 @@
+"""Where the registry's database is: `--db URI`, else `REGISTRY_DB`, else an embedded server under `REGISTRY_HOME`."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymongo.uri_parser import parse_uri
+
+DEFAULT_DATABASE = "registry"
+DEFAULT_HOME = ".registry"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved once per command; `db_uri is None` means: use (or start) the embedded server in `home`."""
+
+    db_uri: str | None = None
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME))
+    database: str | None = None
+    timeout_ms: int = 5000
+
+    @classmethod
+    def resolve(cls, db: str | None = None, home: str | Path | None = None, database: str | None = None) -> Settings:
+        """Explicit arguments win over the environment, which wins over defaults."""
+        return cls(
+            db_uri=db or os.environ.get("REGISTRY_DB") or None,
+            home=Path(home or os.environ.get("REGISTRY_HOME") or DEFAULT_HOME).absolute(),
+            database=database or os.environ.get("REGISTRY_DATABASE") or None,
+            timeout_ms=int(os.environ.get("REGISTRY_TIMEOUT_MS", "5000")),
+        )
+
+
+def database_name(uri: str, default: str | None = None) -> str:
+    """The database named in the URI path, else `default`, else "registry"."""
+    return default or parse_uri(uri)["database"] or DEFAULT_DATABASE
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>[^@/]*)@")
+_SECRET_OPTIONS = re.compile(r"(?i)((?:password|tlsCertificateKeyFilePassword|authMechanismProperties)=)[^&]*")
+
+
+def redact(uri: str) -> str:
+    """The URI with user, password and secret options replaced, safe to print or log."""
+    uri = _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", uri)
+    return _SECRET_OPTIONS.sub(r"\1***", uri)

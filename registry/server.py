@@ -1,0 +1,164 @@
+"""The embedded database: a SecantusDB server (`secantusd-py`) run as its own process under REGISTRY_HOME.
+
+It is started, never imported: SecantusDB is GPL-2.0 and talks to us only over the MongoDB wire protocol, like any
+MongoDB server. Its WiredTiger storage takes an exclusive lock, so one server per home is shared by every
+`registry` command; a file lock makes "find it running, or start it" safe when two commands start at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from registry.errors import DatabaseUnavailable
+
+
+@dataclass
+class ServerState:
+    """What `registry db start` records so later commands find the server."""
+
+    pid: int
+    host: str
+    port: int
+    storage: str
+    started: float
+    auth: bool = False
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/"
+
+
+def _daemon_executable() -> str:
+    """Prefer the daemon installed next to this interpreter (the same virtualenv)."""
+    local = Path(sys.executable).parent / "secantusd-py"
+    found = str(local) if local.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise DatabaseUnavailable("secantusd-py not found: install SecantusDB (pip install SecantusDB) or set REGISTRY_DB")
+    return found
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+class EmbeddedServer:
+    """Start, find, and stop the SecantusDB server that keeps its data in `home/db`."""
+
+    def __init__(self, home: Path, host: str = "127.0.0.1"):
+        self.home = Path(home)
+        self.host = host
+        self.storage = self.home / "db"
+        self.state_file = self.home / "server.json"
+        self.log_file = self.home / "server.log"
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "server.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def status(self) -> ServerState | None:
+        """The running server, or None (a stale state file from a dead server counts as none)."""
+        try:
+            state = ServerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if _alive(state.pid) and _accepts(state.host, state.port):
+            return state
+        return None
+
+    def ensure_running(self, auth: bool = False, wait_s: float = 60.0) -> ServerState:
+        """Use the running server or start one; safe to call from several processes at once."""
+        state = self.status()
+        if state:
+            return state
+        with self._lock():
+            return self.status() or self._start(auth=auth, wait_s=wait_s)
+
+    def _start(self, auth: bool, wait_s: float) -> ServerState:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        port = _free_port(self.host)
+        cmd = [_daemon_executable(), "--host", self.host, "--port", str(port),
+               "--storage-path", str(self.storage), "--log-level", "WARNING"]
+        if auth:
+            cmd.append("--auth")
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.home)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DatabaseUnavailable(f"the embedded database exited at start (code {proc.returncode}); "
+                                          f"see {self.log_file}: {self._log_tail()}")
+            if _accepts(self.host, port):
+                state = ServerState(pid=proc.pid, host=self.host, port=port, storage=str(self.storage),
+                                    started=time.time(), auth=auth)
+                tmp = self.state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(asdict(state)))
+                tmp.replace(self.state_file)
+                return state
+            time.sleep(0.1)
+        proc.kill()
+        raise DatabaseUnavailable(f"the embedded database did not start within {wait_s:.0f} s; see {self.log_file}")
+
+    def stop(self, wait_s: float = 30.0) -> bool:
+        """Stop the server cleanly (SIGTERM lets WiredTiger checkpoint); True if one was running."""
+        with self._lock():
+            state = self.status()
+            if state is None:
+                self.state_file.unlink(missing_ok=True)
+                return False
+            os.kill(state.pid, signal.SIGTERM)
+            deadline = time.monotonic() + wait_s
+            while _alive(state.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(state.pid):
+                os.kill(state.pid, signal.SIGKILL)
+            self.state_file.unlink(missing_ok=True)
+            return True
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            return " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,57 @@
+"""The registry's collections: their keys and indexes, and maggma stores on them by URI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from maggma.stores import MongoStore
+
+from registry.config import redact
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection's unique key and the fields queries filter and sort on."""
+
+    name: str
+    key: str
+    indexes: tuple[str, ...] = field(default_factory=tuple)
+
+
+COLLECTIONS: dict[str, Collection] = {
+    c.name: c
+    for c in (
+        Collection("structures", "registry_id", ("last_updated", "elements", "formula_pretty", "chemsys",
+                                                 "nelements", "origin.kind", "origin.source", "origin.run_id")),
+        Collection("rejects", "reject_id", ("last_updated", "stage", "source")),
+        Collection("generation_runs", "run_id", ("last_updated", "generator")),
+        Collection("validated", "registry_id", ("last_updated", "state", "valid", "formula_pretty", "chemsys",
+                                                "members", "novel")),
+        Collection("relaxed", "registry_id", ("last_updated", "state", "formula_pretty", "chemsys")),
+        Collection("predicted", "registry_id", ("last_updated", "state", "chemsys")),
+        Collection("stability", "registry_id", ("last_updated", "state", "chemsys")),
+        Collection("tunnels", "registry_id", ("last_updated", "state")),
+        Collection("insertion", "registry_id", ("last_updated", "state")),
+        Collection("candidates", "registry_id", ("last_updated", "state", "preset", "score")),
+        Collection("dft", "dft_id", ("last_updated", "registry_id", "state")),
+        Collection("dft_comparison", "registry_id", ("last_updated", "state")),
+    )
+}
+
+
+class RegistryStore(MongoStore):
+    """A MongoStore whose printable name never shows credentials (maggma's shows the full URI)."""
+
+    @property
+    def name(self) -> str:
+        return f"{redact(self.uri or '')}{self.database}/{self.collection_name}"
+
+
+def make_store(uri: str, database: str, collection: str, timeout_ms: int = 5000, **kwargs) -> RegistryStore:
+    """A maggma store on one registry collection, keyed and timestamped as the catalogue says."""
+    spec = COLLECTIONS.get(collection, Collection(collection, kwargs.pop("key", "registry_id")))
+    return RegistryStore.from_uri(
+        uri, collection_name=spec.name, database=database, key=spec.key, last_updated_field="last_updated",
+        mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms, "retryWrites": True, **kwargs.pop("mongoclient_kwargs", {})},
+        **kwargs,
+    )
