@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError
 from registry.records import Record
 from registry.validity import structure_problem
 from schemas.base import to_mongo
-from schemas.structure import RejectDoc, StructureDoc
+from schemas.structure import RejectDoc, StructureDoc, content_hash
 
 if TYPE_CHECKING:
     from registry.client import Registry
@@ -69,64 +69,59 @@ class Ingestor:
             report.add(self._write_batch(batch))
         return report
 
-    def _document(self, record: Record) -> StructureDoc | RejectDoc:
-        reason = record.reason
-        if record.structure is not None and reason is None:
-            reason = structure_problem(record.structure)
-            if reason is None:
-                try:
-                    return StructureDoc.from_structure(record.structure, record.origin, record.reference)
-                except Exception as exc:  # symmetry analysis or validation of a pathological cell
-                    reason = f"cannot describe structure: {type(exc).__name__}: {exc}"
+    def _reject(self, record: Record, reason: str) -> RejectDoc:
         raw = record.raw
-        if raw is None and record.structure is not None:
-            raw = record.structure.to(fmt="poscar")[:500] if len(record.structure) < 200 else None
-        return RejectDoc.make(stage=self.stage, source=record.origin.source, reason=reason or "no structure",
+        if raw is None and record.structure is not None and len(record.structure) < 200:
+            raw = record.structure.to(fmt="poscar")
+        return RejectDoc.make(stage=self.stage, source=record.origin.source, reason=reason,
                               file=record.origin.file, row=record.origin.row, raw=raw)
 
     def _write_batch(self, batch: list[Record]) -> IngestReport:
+        """Hash first, describe later: symmetry analysis (the costly part) runs only for new or changed records."""
         report = IngestReport(read=len(batch))
-        docs: dict[str, StructureDoc] = {}
+        hashes: dict[str, tuple[str, Record]] = {}
         rejects: list[RejectDoc] = []
         for record in batch:
-            doc = self._document(record)
-            if isinstance(doc, RejectDoc):
-                rejects.append(doc)
+            reason = record.reason if record.structure is None else structure_problem(record.structure)
+            if reason is not None or record.structure is None:
+                rejects.append(self._reject(record, reason or "no structure"))
+                continue
+            rid = record.origin.registry_id()
+            if rid in hashes:  # the same record twice in one input: the last one stands
+                report.unchanged += 1
+            hashes[rid] = (content_hash(record.structure, record.origin, record.reference), record)
+
+        existing = {d["registry_id"]: d["content_hash"] for d in self.structures.find(
+            {"registry_id": {"$in": list(hashes)}}, {"registry_id": 1, "content_hash": 1, "_id": 0})}
+        now = datetime.now(UTC)
+        ops = []
+        for rid, (digest, record) in hashes.items():
+            if existing.get(rid) == digest:
+                report.unchanged += 1
+                continue
+            try:
+                doc = StructureDoc.from_structure(record.structure, record.origin, record.reference)
+            except Exception as exc:  # symmetry analysis or validation of a pathological cell
+                rejects.append(self._reject(record, f"cannot describe structure: {type(exc).__name__}: {exc}"))
+                continue
+            if rid in existing:
+                report.updated += 1
             else:
-                if doc.registry_id in docs:  # the same record twice in one input: the last one stands
-                    report.unchanged += 1
-                docs[doc.registry_id] = doc
+                report.ingested += 1
+            body = to_mongo(doc, exclude={"created_at"})
+            body["last_updated"] = now
+            ops.append(UpdateOne({"registry_id": rid}, {"$set": body, "$setOnInsert": {"created_at": now}},
+                                 upsert=True))
+        self._bulk(self.structures, ops)
+
         for reject in rejects:
             report.rejected += 1
             kind = _reason_kind(reject.reason)
             report.reasons[kind] = report.reasons.get(kind, 0) + 1
-        if rejects:
-            # $setOnInsert only: re-reading the same bad record changes nothing.
-            self._bulk(self.rejects, [UpdateOne({"reject_id": r.reject_id},
-                                                {"$setOnInsert": to_mongo(r)}, upsert=True)
-                                      for r in rejects])
-        if docs:
-            new, changed, unchanged = self._classify(docs)
-            report.ingested += len(new)
-            report.updated += len(changed)
-            report.unchanged += len(unchanged)
-            now = datetime.now(UTC)
-            ops = []
-            for rid in new + changed:
-                body = to_mongo(docs[rid], exclude={"created_at"})
-                body["last_updated"] = now
-                ops.append(UpdateOne({"registry_id": rid}, {"$set": body, "$setOnInsert": {"created_at": now}},
-                                     upsert=True))
-            self._bulk(self.structures, ops)
+        # $setOnInsert only: re-reading the same bad record changes nothing.
+        self._bulk(self.rejects, [UpdateOne({"reject_id": r.reject_id}, {"$setOnInsert": to_mongo(r)}, upsert=True)
+                                  for r in rejects])
         return report
-
-    def _classify(self, docs: dict[str, StructureDoc]) -> tuple[list[str], list[str], list[str]]:
-        existing = {d["registry_id"]: d["content_hash"] for d in self.structures.find(
-            {"registry_id": {"$in": list(docs)}}, {"registry_id": 1, "content_hash": 1, "_id": 0})}
-        new = [rid for rid in docs if rid not in existing]
-        changed = [rid for rid in docs if rid in existing and existing[rid] != docs[rid].content_hash]
-        unchanged = [rid for rid in docs if existing.get(rid) == docs[rid].content_hash]
-        return new, changed, unchanged
 
     @staticmethod
     def _bulk(collection, ops: list[UpdateOne]) -> None:
