@@ -21,6 +21,7 @@ COMMANDS = {
     "ingest": ("cli.ingest:ingest", "Ingest CIFs, CSVs with a cif column, JSON structures/entries, or MP."),
     "query": ("cli.query:query", "Find documents with a Mongo filter (table, JSON or CSV)."),
     "stats": ("cli.query:stats", "Counts per collection, origin kind and source."),
+    "build": ("cli.build:build_command", "Run the build chain (validate ... rank), incrementally."),
 }
 
 

@@ -32,7 +32,8 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("stability", "registry_id", ("last_updated", "state", "chemsys")),
         Collection("tunnels", "registry_id", ("last_updated", "state")),
         Collection("insertion", "registry_id", ("last_updated", "state")),
-        Collection("candidates", "registry_id", ("last_updated", "state", "preset", "score")),
+        Collection("candidates", "candidate_id", ("registry_id", "last_updated", "state", "preset", "ion", "passed",
+                                                 "score")),
         Collection("dft", "dft_id", ("last_updated", "registry_id", "state")),
         Collection("dft_comparison", "registry_id", ("last_updated", "state")),
     )
@@ -50,8 +51,9 @@ class RegistryStore(MongoStore):
 def make_store(uri: str, database: str, collection: str, timeout_ms: int = 5000, **kwargs) -> RegistryStore:
     """A maggma store on one registry collection, keyed and timestamped as the catalogue says."""
     spec = COLLECTIONS.get(collection, Collection(collection, kwargs.pop("key", "registry_id")))
+    kwargs.setdefault("last_updated_field", "last_updated")
     return RegistryStore.from_uri(
-        uri, collection_name=spec.name, database=database, key=spec.key, last_updated_field="last_updated",
+        uri, collection_name=spec.name, database=database, key=spec.key,
         mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms, "retryWrites": True, **kwargs.pop("mongoclient_kwargs", {})},
         **kwargs,
     )

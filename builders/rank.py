@@ -1,0 +1,117 @@
+"""rank: validated + predicted + stability + tunnels -> candidates, for one preset and working ion.
+
+A candidate is redone when any of its stage documents is newer than the candidate, or the preset's criteria
+changed. Each candidate stores every criterion's value, threshold and verdict, and the joined values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from math import ceil
+from typing import Any
+
+from maggma.core import Builder, Store
+from maggma.utils import grouper
+
+from builders.group import _naive
+from registry.rank import Preset, get_preset, judge
+from schemas.base import to_mongo
+from schemas.candidate import CandidateDoc
+from schemas.stage import Provenance, State
+
+# What each stage contributes to the joined record the criteria read.
+STAGE_FIELDS = {
+    "validated": ["formula_pretty", "elements", "novel", "unique", "origin_kind", "members"],
+    "predicted": ["formation_energy_per_atom", "band_gap", "converged", "energy_per_atom"],
+    "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "state", "error"],
+    "tunnels": ["has_1d_channel", "channel_axis", "free_sphere", "admits", "state", "error"],
+}
+
+
+class RankBuilder(Builder):
+    def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, candidates: Store,
+                 structures: Store, preset: str | Preset = "tunnel", ion: str = "Mg", query: dict | None = None,
+                 force: bool = False, chunk_size: int = 200):
+        """`structures` tells which formulas are already known (mined), for the paper preset's formula test."""
+        self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels}
+        self.candidates = candidates
+        self.structures = structures
+        self.preset = preset if isinstance(preset, Preset) else get_preset(preset)
+        self.ion = ion
+        self.query = query or {}
+        self.force = force
+        self.total: int | None = None
+        super().__init__(sources=[*self.stores.values(), structures], targets=[candidates], chunk_size=chunk_size)
+
+    def _scope(self) -> dict:
+        return {"preset": self.preset.name, "ion": self.ion}
+
+    def _stale(self) -> list[str]:
+        newest: dict[str, datetime] = {}
+        ids = set(self.stores["predicted"].distinct("registry_id", {"state": State.successful.value, **self.query}))
+        for store in self.stores.values():
+            for d in store.query(criteria={"registry_id": {"$in": list(ids)}}, properties=["registry_id", "last_updated"]):
+                lu = _naive(d["last_updated"])
+                newest[d["registry_id"]] = max(newest.get(d["registry_id"], lu), lu)
+        if self.force:
+            return sorted(ids)
+        done = {d["registry_id"]: d for d in self.candidates.query(
+            criteria=self._scope(), properties=["registry_id", "sources_updated", "criteria_hash"])}
+        digest = self.preset.digest()
+        return sorted(rid for rid in ids if rid not in done or done[rid].get("criteria_hash") != digest
+                      or newest[rid] > _naive(done[rid]["sources_updated"]))
+
+    def prechunk(self, number_splits: int) -> Iterator[dict]:
+        stale = self._stale()
+        for split in grouper(stale, max(1, ceil(len(stale) / number_splits))):
+            yield {"query": {**self.query, "registry_id": {"$in": list(split)}}}
+
+    def get_items(self) -> Iterator[dict]:
+        stale = self._stale()
+        self.total = len(stale)
+        known = set(self.structures.distinct("formula_pretty", {"origin.kind": "mined"}))
+        for chunk in grouper(stale, self.chunk_size):
+            docs = {name: {d["registry_id"]: d for d in store.query(
+                criteria={"registry_id": {"$in": list(chunk)}}, properties=["registry_id", "last_updated", *fields])}
+                for name, (store, fields) in ((n, (self.stores[n], f)) for n, f in STAGE_FIELDS.items())}
+            for rid in chunk:
+                yield {"registry_id": rid, "known_formulas": known, **{name: docs[name].get(rid) for name in docs}}
+
+    def process_item(self, item: dict) -> dict:
+        record: dict[str, Any] = {}
+        updated = []
+        for name, fields in STAGE_FIELDS.items():
+            doc = item.get(name)
+            if doc is None:
+                continue
+            updated.append(_naive(doc["last_updated"]))
+            if doc.get("state") == State.failed.value:
+                record[f"{name}_error"] = doc.get("error")
+                continue
+            record.update({f: doc.get(f) for f in fields if f not in ("state", "error")})
+        record["formula_known"] = record.get("formula_pretty") in item["known_formulas"]
+        verdicts, passed, score = judge(self.preset, record, self.ion)
+        rid = item["registry_id"]
+        doc = CandidateDoc(
+            registry_id=rid, candidate_id=f"{rid}:{self.preset.name}:{self.ion}", preset=self.preset.name,
+            ion=self.ion, criteria_hash=self.preset.digest(), last_updated=datetime.now(UTC),
+            provenance=Provenance(builder="rank", parameters={"preset": self.preset.name, "ion": self.ion}),
+            formula_pretty=record.get("formula_pretty") or "?", elements=record.get("elements") or [],
+            origin_kind=record.get("origin_kind") or "?", passed=passed, score=score, criteria=verdicts,
+            values={k: v for k, v in record.items() if k != "members"}, sources_updated=max(updated),
+        )
+        return to_mongo(doc)
+
+    def update_targets(self, items: list[dict]) -> None:
+        if items:
+            self.candidates.update(items)
+
+    def finalize(self) -> None:
+        """Candidates whose structure left the predicted stage are removed."""
+        ids = set(self.stores["predicted"].distinct("registry_id", {"state": State.successful.value}))
+        have = set(self.candidates.distinct("registry_id", self._scope()))
+        gone = list(have - ids)
+        if gone and not self.query:
+            self.candidates.remove_docs({**self._scope(), "registry_id": {"$in": gone}})
+        super().finalize()

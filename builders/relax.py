@@ -1,0 +1,97 @@
+"""relax: validated -> relaxed, with a universal potential that passed the model check.
+
+Items are batches of validated structures, so a worker advances a whole batch in lockstep (one batched forward
+pass per FIRE step, see `registry.relaxation`). The model loads lazily, once per process, never in `__init__`:
+maggma pickles builders to its workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from maggma.core import Store
+from maggma.utils import grouper
+from pymatgen.core import Structure
+
+from builders.map import StageMapBuilder
+from registry.relaxation import RelaxResult, RelaxSettings, relax_batch
+from schemas.base import to_mongo
+from schemas.relaxed import PotentialInfo, RelaxedDoc
+from schemas.stage import Provenance, State
+
+SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "elements", "nsites", "structure", "structure_updated"]
+
+
+class RelaxBuilder(StageMapBuilder):
+    """Relaxes every valid, successfully validated structure (optionally narrowed by `query`).
+
+    The validated store must use `structure_updated` as its last_updated field: a structure is re-relaxed when
+    its representative structure changed, not when another duplicate joined its group.
+    """
+
+    def __init__(self, validated: Store, relaxed: Store, query: dict | None = None, potential: str = "chgnet",
+                 device: str = "cpu", fmax: float = 0.1, steps: int = 500, batch_size: int = 8,
+                 force: bool = False, **kwargs: Any):
+        self.validated = validated
+        self.relaxed = relaxed
+        self.potential = potential
+        self.device = device
+        self.fmax = fmax
+        self.steps = steps
+        self.batch_size = batch_size
+        scope = {"valid": True, "state": State.successful.value, **(query or {})}
+        kwargs.setdefault("chunk_size", 1)
+        super().__init__(validated, relaxed, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
+                         force=force, **kwargs)
+
+    def settings(self) -> RelaxSettings:
+        return RelaxSettings(fmax=self.fmax, steps=self.steps)
+
+    def get_items(self) -> Iterator[list[dict]]:
+        """Batches of stale documents, relaxed together in lockstep."""
+        docs = list(super().get_items())
+        yield from (list(batch) for batch in grouper(docs, self.batch_size))
+
+    def _potential(self):
+        from registry.potentials import check_potential, load_potential
+
+        potential = load_potential(self.potential, self.device)
+        report = check_potential(potential)  # raises ModelCheckError: the whole stage stops, nothing written
+        return potential, report
+
+    def process_item(self, item: list[dict]) -> list[dict]:
+        potential, report = self._potential()
+        info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version,
+                             device=self.device, model_check_max_error=report.max_abs_error)
+        provenance = Provenance(builder="relax", model=potential.name, model_version=potential.version,
+                                parameters={"fmax": self.fmax, "steps": self.steps, "potential": self.potential})
+        structures = [Structure.from_dict(d["structure"]) for d in item]
+        results = relax_batch(structures, potential, self.settings(), batch_size=self.batch_size)
+        return [self._doc(d, s, r, info, provenance) for d, s, r in zip(item, structures, results, strict=True)]
+
+    def _doc(self, source: dict, structure: Structure, result: RelaxResult, info: PotentialInfo,
+             provenance: Provenance) -> dict:
+        ok = result.status in ("converged", "unconverged")
+        doc = RelaxedDoc(
+            registry_id=source["registry_id"], last_updated=source["structure_updated"],
+            state=State.successful if ok else State.failed,
+            error=None if ok else f"relaxation {result.status}: {result.reason}",
+            provenance=provenance, formula_pretty=source["formula_pretty"], chemsys=source["chemsys"],
+            elements=source["elements"], nsites=source["nsites"], input_structure=structure,
+            structure=result.structure if ok else None, status=result.status, converged=result.converged,
+            initial_energy_per_atom=result.initial_energy_per_atom,
+            energy_per_atom=result.final_energy_per_atom if ok else None, steps=result.steps,
+            max_force=result.max_force, volume_change=result.volume_change, rmsd=result.rmsd,
+            fmax=self.fmax, max_steps=self.steps, wall_s=result.wall_s, potential=info,
+        )
+        return to_mongo(doc)
+
+    def update_targets(self, items: list[list[dict]]) -> None:
+        docs = [d for batch in items for d in batch]
+        if docs:
+            self.relaxed.update(docs)
+
+    def unary_function(self, item: dict) -> dict:
+        """One document on its own (MapBuilder's per-item interface)."""
+        return self.process_item([item])[0]

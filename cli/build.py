@@ -1,0 +1,53 @@
+"""`registry build`: run the build chain, incrementally, and show what each stage did."""
+
+from __future__ import annotations
+
+import click
+
+from cli.main import Context, pass_context
+from cli.query import parse_filter, print_table
+from registry.build import StageReport
+from registry.pipeline import STAGES, TARGETS, BuildOptions, build
+from registry.rank import PRESETS, WORKING_IONS
+
+TOP_FIELDS = ["formula_pretty", "origin_kind", "passed", "score", "values.formation_energy_per_atom",
+              "values.e_above_hull", "values.band_gap", "values.free_sphere", "registry_id"]
+
+
+def _print(report: StageReport, database: str) -> None:
+    line = (f"{report.stage:<10} processed {report.processed:>6}  failed {report.failed:>5}  "
+            f"up to date {report.skipped:>6}  -> {database}.{TARGETS[report.stage]}")
+    if report.processed == 0:
+        line += "  (nothing new)"
+    click.echo(line)
+    for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1])[:5]:
+        click.echo(f"    failed {n:>5}  {reason}")
+
+
+@click.command("build")
+@click.argument("stage", type=click.Choice(["all", *STAGES]), default="all")
+@click.option("--force", is_flag=True, help="Rebuild everything in scope, not only what changed.")
+@click.option("--ion", type=click.Choice(WORKING_IONS), default="Mg", show_default=True, help="Working ion to rank for.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tunnel", show_default=True)
+@click.option("--potential", default="chgnet", show_default=True, help="'chgnet' or 'matgl:<model folder>'.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--fmax", default=0.1, show_default=True, help="Relaxation force criterion, eV/Å.")
+@click.option("--steps", default=500, show_default=True, help="Relaxation step limit.")
+@click.option("--workers", default=1, show_default=True, help="Processes for relax and tunnels.")
+@click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
+@click.option("--scope", default="{}", help="Mongo filter on validated documents: what to relax and carry on.")
+@click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
+@pass_context
+def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
+                  fmax: float, steps: int, workers: int, bandgap_model: str | None, scope: str, top: int) -> None:
+    """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
+    reg = ctx.registry
+    options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps, workers=workers,
+                           bandgap_model=bandgap_model, ion=ion, preset=preset, scope=parse_filter(scope))
+    build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))
+    if stage in ("all", "rank") and top:
+        rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,
+                        sort=[("passed", -1), ("score", -1)], limit=top)
+        n_pass = reg.count({"preset": preset, "ion": ion, "passed": True}, collection="candidates")
+        click.echo(f"top candidates ({preset} preset, {ion}): {n_pass} pass every hard criterion")
+        print_table(rows, TOP_FIELDS)

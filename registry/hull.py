@@ -1,0 +1,71 @@
+"""Convex hulls in formation-energy space: known (mined) compounds with reference formation energies, plus the
+MP elemental references at zero. One place builds them, so the ML stability stage and the DFT comparison judge
+against the same hull."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+
+from registry.references import elemental_entries
+
+
+def subsystems(chemsys: str) -> list[str]:
+    """Every chemical system inside `chemsys` ("Mn-O" -> ["Mn", "O", "Mn-O"]), as stored in documents."""
+    elements = sorted(chemsys.split("-"))
+    return ["-".join(c) for n in range(1, len(elements) + 1) for c in combinations(elements, n)]
+
+
+def reference_entry(formula: str, formation_energy_per_atom: float, entry_id: str) -> PDEntry:
+    comp = Composition(formula)
+    return PDEntry(comp, formation_energy_per_atom * comp.num_atoms, name=entry_id, attribute=entry_id)
+
+
+@dataclass
+class HullResult:
+    e_above_hull: float
+    decomposition: dict[str, float]  # entry id or formula -> fraction
+    n_references: int
+
+
+class ReferenceHull:
+    """The hull of one chemical system from reference entries (formation energies per formula in eV)."""
+
+    def __init__(self, chemsys: str, references: Sequence[PDEntry]):
+        self.chemsys = chemsys
+        self.elements = sorted(chemsys.split("-"))
+        missing = [e for e in self.elements if e not in elemental_entries()]
+        if missing:
+            raise ValueError(f"no elemental reference for {', '.join(missing)}: cannot build the {chemsys} hull")
+        self.references = [r for r in references if {e.symbol for e in r.composition.elements} <= set(self.elements)
+                           and r.composition.is_element is False]
+        self._corners = [PDEntry(Composition(e), 0.0, name=e, attribute=f"{e} (MP elemental reference)")
+                         for e in self.elements]
+        self.diagram = PhaseDiagram(self._corners + list(self.references))
+
+    @property
+    def n_references(self) -> int:
+        """Known compounds (not elements) in this system and its subsystems."""
+        return len(self.references)
+
+    def evaluate(self, formula: str, formation_energy_per_atom: float) -> HullResult:
+        """Energy above the reference hull (negative: below it) and the decomposition products."""
+        entry = reference_entry(formula, formation_energy_per_atom, "candidate")
+        decomposition, e_hull = self.diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        return HullResult(e_above_hull=float(e_hull), n_references=self.n_references,
+                          decomposition={_label(e): float(f) for e, f in decomposition.items()})
+
+    def with_entries(self, entries: Iterable[PDEntry]) -> PhaseDiagram:
+        """The hull of the references plus `entries` (e.g. every predicted structure of the system), on which
+        each of those entries has E_hull >= 0."""
+        return PhaseDiagram(self._corners + self.references + list(entries))
+
+
+def _label(entry: PDEntry) -> str:
+    attr: Any = entry.attribute
+    return str(attr) if attr else entry.composition.reduced_formula

@@ -1,0 +1,108 @@
+"""The build chain: which builder makes each stage, in which order, from which stores.
+
+    structures -> validated -> relaxed -> predicted -> stability -> tunnels -> candidates
+
+`build(reg, "all")` runs every stage in order; each is incremental, so a second run does no work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from maggma.core import Builder
+
+from registry.build import StageReport, run_builder
+
+if TYPE_CHECKING:
+    from registry.client import Registry
+
+STAGES = ("validate", "relax", "predict", "stability", "tunnels", "rank")
+TARGETS = {"validate": "validated", "relax": "relaxed", "predict": "predicted", "stability": "stability",
+           "tunnels": "tunnels", "rank": "candidates"}
+
+
+@dataclass
+class BuildOptions:
+    """Everything a user can set on `registry build`."""
+
+    force: bool = False
+    potential: str = "chgnet"
+    device: str = "cpu"
+    fmax: float = 0.1
+    steps: int = 500
+    relax_batch: int = 8
+    workers: int = 1
+    bandgap_model: str | None = None
+    ions: tuple[str, ...] = ("Mg", "Zn", "Ca", "Al")
+    ion: str = "Mg"
+    preset: str = "tunnel"
+    scope: dict[str, Any] = field(default_factory=dict)  # Mongo filter on validated docs: what to relax and beyond
+
+
+def _validate(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.validate import ValidateBuilder
+
+    return ValidateBuilder(reg.store("structures"), reg.store("validated"), force=o.force)
+
+
+def _relax(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.relax import RelaxBuilder
+
+    return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
+                        query=o.scope, potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,
+                        batch_size=o.relax_batch, force=o.force)
+
+
+def _predict(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.predict import PredictBuilder
+
+    return PredictBuilder(reg.store("relaxed"), reg.store("predicted"), bandgap_model=o.bandgap_model,
+                          force=o.force)
+
+
+def _stability(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.stability import StabilityBuilder
+
+    return StabilityBuilder(reg.store("predicted"), reg.store("structures"), reg.store("stability"), force=o.force)
+
+
+def _tunnels(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.tunnels import TunnelsBuilder
+
+    return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force)
+
+
+def _rank(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.rank import RankBuilder
+
+    return RankBuilder(reg.store("validated"), reg.store("predicted"), reg.store("stability"), reg.store("tunnels"),
+                       reg.store("candidates"), reg.store("structures"), preset=o.preset, ion=o.ion, force=o.force)
+
+
+MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder]] = {
+    "validate": _validate, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
+    "rank": _rank,
+}
+
+
+def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None) -> Builder:
+    if stage not in MAKERS:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    return MAKERS[stage](reg, options or BuildOptions())
+
+
+def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None, progress: bool = True,
+          on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
+    """Run one stage, or all of them in dependency order."""
+    options = options or BuildOptions()
+    reg.ensure_indexes()
+    reports = []
+    for name in STAGES if stage == "all" else (stage,):
+        workers = options.workers if name in ("relax", "tunnels") else 1
+        report = run_builder(make_builder(reg, name, options), name, workers=workers, progress=progress)
+        reports.append(report)
+        if on_stage:
+            on_stage(report)
+    return reports

@@ -1,0 +1,146 @@
+"""Transparent ranking: named criteria, each with its value, threshold and verdict stored in the candidate.
+
+A criterion reads one field of the joined stage documents. Hard criteria must pass for a candidate to pass;
+every criterion adds `weight * s` to the score, where `s` in [0, 1] is 1 for a pass of a yes/no test and, for a
+numeric test with a `scale`, a linear ramp of the margin: s = clip(0.5 + margin / (2 * scale), 0, 1), so a value
+exactly at the threshold scores 0.5. The score orders candidates; the verdicts explain them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# d-block transition metals; the paper's own screen names a subset (PAPER_TMS).
+TRANSITION_METALS = ("Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Tc", "Ru",
+                     "Rh", "Pd", "Ag", "Cd", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg")
+PAPER_TMS = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu")
+WORKING_IONS = ("Mg", "Zn", "Ca", "Al")
+
+Op = Literal["<", "<=", ">", ">=", "==", "any_of", "all_of", "none_of"]
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+
+class Criterion(BaseModel):
+    name: str
+    field: str = Field(description="Dotted path in the joined record; '{ion}' is replaced by the working ion")
+    op: Op
+    threshold: Any
+    hard: bool = True
+    weight: float = 1.0
+    scale: float | None = Field(None, description="Numeric margin that moves the score from 0.5 to 1 (or 0)")
+    description: str = ""
+
+
+class Verdict(BaseModel):
+    name: str
+    field: str
+    value: Any
+    op: str
+    threshold: Any
+    hard: bool
+    weight: float
+    passed: bool
+    score: float
+    note: str | None = None
+
+
+def _get(record: Mapping[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def evaluate(criterion: Criterion, record: Mapping[str, Any], ion: str) -> Verdict:
+    field = criterion.field.replace("{ion}", ion)
+    value = _get(record, field)
+    threshold = criterion.threshold
+    note = None
+    score = 0.0
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        passed, note = False, f"no value for {field} (stage not run or failed)"
+    elif criterion.op in _COMPARE:
+        passed = bool(_COMPARE[criterion.op](value, threshold))
+        if criterion.scale and isinstance(value, int | float) and not isinstance(value, bool):
+            margin = (threshold - value) if criterion.op in ("<", "<=") else (value - threshold)
+            score = min(1.0, max(0.0, 0.5 + margin / (2 * criterion.scale)))
+        else:
+            score = float(passed)
+    else:
+        values = set(value if isinstance(value, list) else [value])
+        wanted = set(threshold)
+        passed = {"any_of": bool(values & wanted), "all_of": wanted <= values,
+                  "none_of": not values & wanted}[criterion.op]
+        score = float(passed)
+    return Verdict(name=criterion.name, field=field, value=value, op=criterion.op, threshold=threshold,
+                   hard=criterion.hard, weight=criterion.weight, passed=passed, score=criterion.weight * score,
+                   note=note)
+
+
+class Preset(BaseModel):
+    name: str
+    description: str
+    criteria: list[Criterion]
+
+    def digest(self) -> str:
+        """Changes when any criterion changes, so candidates ranked under old criteria are redone."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, Preset] = {
+    "tunnel": Preset(
+        name="tunnel",
+        description="Open-tunnel transition-metal oxide hosts for the working ion (the registry's default)",
+        criteria=[
+            Criterion(name="oxide", field="elements", op="all_of", threshold=["O"], description="contains oxygen"),
+            Criterion(name="transition_metal", field="elements", op="any_of", threshold=list(TRANSITION_METALS),
+                      description="contains a d-block transition metal"),
+            Criterion(name="e_above_hull", field="e_above_hull", op="<=", threshold=0.1, scale=0.1, weight=2.0,
+                      description="E_hull <= 0.1 eV/atom against known compounds"),
+            Criterion(name="one_d_channel", field="has_1d_channel", op="==", threshold=True,
+                      description="an open 1-D channel"),
+            Criterion(name="admits_ion", field="admits.{ion}", op="==", threshold=True, weight=2.0,
+                      description="the channel admits the working ion"),
+            Criterion(name="band_gap", field="band_gap", op="<=", threshold=1.0, scale=1.0, hard=False,
+                      description="soft: a small gap helps electronic conduction"),
+            Criterion(name="novel", field="novel", op="==", threshold=True, description="no known structure matches"),
+            Criterion(name="converged", field="converged", op="==", threshold=True, hard=False, weight=0.5,
+                      description="soft: the relaxation converged"),
+        ],
+    ),
+    "paper": Preset(
+        name="paper",
+        description="Datta et al. (arXiv:2410.06433) screen: E_f < -1.5, E_hull < 0.08 eV/atom, E_g <= 0.5 eV, "
+                    "a transition metal among Ti..Cu, formula unknown to the mined set",
+        criteria=[
+            Criterion(name="formation_energy", field="formation_energy_per_atom", op="<", threshold=-1.5, scale=0.5),
+            Criterion(name="e_above_hull", field="e_above_hull", op="<", threshold=0.08, scale=0.08),
+            Criterion(name="band_gap", field="band_gap", op="<=", threshold=0.5, scale=0.5),
+            Criterion(name="transition_metal", field="elements", op="any_of", threshold=list(PAPER_TMS)),
+            Criterion(name="new_formula", field="formula_known", op="==", threshold=False,
+                      description="the authors drop formulas Materials Project already has"),
+        ],
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def judge(preset: Preset, record: Mapping[str, Any], ion: str) -> tuple[list[Verdict], bool, float]:
+    """Every verdict, whether all hard criteria passed, and the score."""
+    verdicts = [evaluate(c, record, ion) for c in preset.criteria]
+    passed = all(v.passed for v in verdicts if v.hard)
+    return verdicts, passed, round(sum(v.score for v in verdicts), 6)

@@ -1,0 +1,26 @@
+"""A ranked candidate: the values it was judged on and the verdict of every criterion."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from registry.rank import Verdict
+from schemas.stage import StageDoc
+
+
+class CandidateDoc(StageDoc):
+    candidate_id: str = Field(description="registry_id:preset:ion")
+    preset: str
+    ion: str
+    criteria_hash: str
+    formula_pretty: str
+    elements: list[str]
+    origin_kind: str
+    passed: bool = Field(description="All hard criteria passed")
+    score: float
+    criteria: list[Verdict]
+    values: dict[str, Any] = Field(description="The joined stage values the criteria read")
+    sources_updated: datetime

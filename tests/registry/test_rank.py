@@ -1,0 +1,47 @@
+import pytest
+
+from registry.rank import PRESETS, Criterion, evaluate, judge
+
+CANDIDATE = {"elements": ["Mg", "Mn", "O"], "e_above_hull": 0.05, "has_1d_channel": True,
+             "admits": {"Mg": True, "Zn": False}, "band_gap": 0.5, "novel": True, "converged": True,
+             "formation_energy_per_atom": -2.0, "formula_known": False}
+
+
+def test_a_numeric_criterion_scores_its_margin():
+    c = Criterion(name="e_hull", field="e_above_hull", op="<=", threshold=0.1, scale=0.1, weight=2.0)
+    v = evaluate(c, {"e_above_hull": 0.05}, "Mg")
+    assert v.passed and v.score == pytest.approx(2.0 * 0.75)
+    assert evaluate(c, {"e_above_hull": 0.1}, "Mg").score == pytest.approx(1.0)  # at the threshold: half weight
+    assert not evaluate(c, {"e_above_hull": 0.4}, "Mg").passed
+
+
+def test_missing_values_fail_with_a_note():
+    v = evaluate(Criterion(name="gap", field="band_gap", op="<=", threshold=0.5), {}, "Mg")
+    assert not v.passed and "no value for band_gap" in v.note
+
+
+def test_the_ion_placeholder_selects_the_working_ion():
+    verdicts, passed, _ = judge(PRESETS["tunnel"], CANDIDATE, "Mg")
+    assert passed
+    assert {v.name: v.field for v in verdicts}["admits_ion"] == "admits.Mg"
+    _, passed_zn, _ = judge(PRESETS["tunnel"], CANDIDATE, "Zn")
+    assert not passed_zn
+
+
+def test_soft_criteria_move_the_score_but_not_the_verdict():
+    _, passed, score = judge(PRESETS["tunnel"], CANDIDATE, "Mg")
+    _, passed_wide_gap, score_wide_gap = judge(PRESETS["tunnel"], {**CANDIDATE, "band_gap": 4.0}, "Mg")
+    assert passed and passed_wide_gap
+    assert score_wide_gap < score
+
+
+def test_the_paper_preset_is_the_authors_screen():
+    _, passed, _ = judge(PRESETS["paper"], CANDIDATE, "Mg")
+    assert passed
+    for change, failing in [({"band_gap": 0.6}, "band_gap"), ({"e_above_hull": 0.08}, "e_above_hull"),
+                            ({"formation_energy_per_atom": -1.5}, "formation_energy"),
+                            ({"elements": ["Mg", "Zn", "O"]}, "transition_metal"),
+                            ({"formula_known": True}, "new_formula")]:
+        verdicts, passed, _ = judge(PRESETS["paper"], {**CANDIDATE, **change}, "Mg")
+        assert not passed
+        assert [v.name for v in verdicts if not v.passed] == [failing]
