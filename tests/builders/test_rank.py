@@ -1,0 +1,54 @@
+from datetime import UTC, datetime, timedelta
+
+from registry.build import run_builder
+from registry.pipeline import BuildOptions, make_builder
+
+NOW = datetime.now(UTC)
+
+
+def stage_docs(rid: str, *, novel=True, e_hull=0.02, gap=0.3, admits=True, when=NOW) -> dict[str, dict]:
+    base = {"registry_id": rid, "state": "successful", "last_updated": when}
+    return {
+        "validated": {**base, "formula_pretty": "MgMn2O4", "elements": ["Mg", "Mn", "O"], "novel": novel,
+                      "unique": True, "origin_kind": "generated", "members": [rid]},
+        "predicted": {**base, "formation_energy_per_atom": -2.0, "band_gap": gap, "converged": True,
+                      "energy_per_atom": -7.0},
+        "stability": {**base, "e_above_hull": e_hull, "e_above_hull_all": e_hull, "thin_hull": False},
+        "tunnels": {**base, "has_1d_channel": True, "admits": {"Mg": admits}, "free_sphere": 2.5},
+    }
+
+
+def insert(reg, *docs: dict[str, dict]) -> None:
+    for d in docs:
+        for collection, doc in d.items():
+            reg.collection(collection).replace_one({"registry_id": doc["registry_id"]}, doc, upsert=True)
+
+
+def rank(reg, **kw):
+    return run_builder(make_builder(reg, "rank", BuildOptions(**kw)), "rank", progress=False)
+
+
+def test_candidates_store_every_verdict_and_rank_by_score(registry):
+    insert(registry, stage_docs("good"), stage_docs("wide-gap", gap=3.0), stage_docs("known", novel=False),
+           stage_docs("blocked", admits=False))
+    assert rank(registry).processed == 4
+    docs = {d["registry_id"]: d for d in registry.find({"preset": "tunnel", "ion": "Mg"}, collection="candidates")}
+    assert docs["good"]["passed"] and docs["wide-gap"]["passed"]
+    assert docs["good"]["score"] > docs["wide-gap"]["score"]
+    assert not docs["known"]["passed"] and not docs["blocked"]["passed"]
+    failed = {v["name"] for v in docs["blocked"]["criteria"] if not v["passed"]}
+    assert failed == {"admits_ion"}
+    verdict = next(v for v in docs["good"]["criteria"] if v["name"] == "e_above_hull")
+    assert verdict["value"] == 0.02 and verdict["threshold"] == 0.1 and verdict["passed"]
+
+
+def test_rank_is_incremental_per_preset_and_ion(registry):
+    insert(registry, stage_docs("a"), stage_docs("b"))
+    assert rank(registry).processed == 2
+    assert rank(registry).processed == 0
+    insert(registry, {"stability": stage_docs("a", e_hull=0.5, when=NOW + timedelta(seconds=5))["stability"]})
+    assert rank(registry).processed == 1
+    [a] = registry.find({"registry_id": "a", "preset": "tunnel"}, collection="candidates")
+    assert not a["passed"]
+    assert rank(registry, preset="paper").processed == 2  # another preset ranks separately
+    assert registry.count(collection="candidates") == 4

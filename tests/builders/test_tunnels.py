@@ -1,0 +1,34 @@
+from datetime import UTC, datetime
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from registry.build import run_builder
+from registry.pipeline import BuildOptions, make_builder
+
+
+def relaxed(registry_id: str, structure: Structure) -> dict:
+    return {"registry_id": registry_id, "state": "successful", "formula_pretty": structure.composition.reduced_formula,
+            "chemsys": structure.composition.chemical_system, "structure": structure.as_dict(),
+            "last_updated": datetime.now(UTC)}
+
+
+def test_tunnels_on_the_reference_frameworks(registry, shared_data):
+    refs = {p.name.split("_")[0]: Structure.from_file(p) for p in (shared_data / "tunnel_references").glob("*.cif")}
+    docs = [relaxed(name, s) for name, s in refs.items()]
+    docs.append(relaxed("broken", Structure(Lattice.cubic(3.0), ["Xe"], [[0, 0, 0]])))  # nothing to analyse
+    registry.collection("relaxed").insert_many(docs)
+    report = run_builder(make_builder(registry, "tunnels", BuildOptions(ions=("Mg",))), "tunnels", progress=False)
+    assert report.processed == 5
+    out = {d["registry_id"]: d for d in registry.find(collection="tunnels")}
+    hollandite, pyrolusite = out["beta-FeOOH"], out["beta-MnO2"]
+    assert hollandite["free_sphere"] > pyrolusite["free_sphere"]
+    assert hollandite["has_1d_channel"]
+    # the 2x2 tunnel runs along the tetragonal c axis (3.09 Å); the CIF's primitive cell calls that [1 1 0]
+    assert hollandite["report"]["channel_axis"]["repeat"] == pytest.approx(3.09, abs=0.05)
+    assert hollandite["admits"]["Mg"] is True
+    assert hollandite["report"]["ions"]["Mg"]["e_1d"] is not None
+    assert out["broken"]["state"] == "failed" and out["broken"]["error"]
+    assert report.failed == 1
+    again = run_builder(make_builder(registry, "tunnels", BuildOptions(ions=("Mg",))), "tunnels", progress=False)
+    assert again.processed == 0
