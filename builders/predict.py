@@ -2,7 +2,8 @@
 
 The formation energy uses the same MP elemental references Matbench Discovery uses, so CHGNet's MP2020-compatible
 energies give formation energies comparable with Materials Project's. The band-gap model is the registry's own
-(trained by `registry train bandgap`) unless the user names another folder.
+(trained by `registry train bandgap`) unless the user names another folder; it loads lazily, once per process,
+and must pass its own check (insulators above metals).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import math
 from typing import Any
 
 from maggma.core import Store
-
-from builders.map import StageMapBuilder
 from pymatgen.core import Composition, Structure
 
+from builders.map import StageMapBuilder
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
@@ -26,41 +26,48 @@ SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "elements", "nsites
 
 class PredictBuilder(StageMapBuilder):
     def __init__(self, relaxed: Store, predicted: Store, query: dict | None = None,
-                 bandgap_model: str | None = None, **kwargs: Any):
+                 bandgap_model: str | None = None, batch_size: int = 64, **kwargs: Any):
         """`bandgap_model`: a model folder (default: the shipped one)."""
         self.relaxed = relaxed
         self.predicted = predicted
         self.bandgap_model = bandgap_model
-        kwargs.setdefault("chunk_size", 50)
         super().__init__(relaxed, predicted, query={"state": State.successful.value, **(query or {})},
-                         projection=SOURCE_FIELDS, store_process_time=False, **kwargs)
+                         projection=SOURCE_FIELDS, store_process_time=False, batch_size=batch_size, **kwargs)
 
-    def _bandgap(self):
-        from registry.bandgap import load_bandgap_model
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        from registry.bandgap import BandGapModel
 
-        return load_bandgap_model(self.bandgap_model)
+        gap_model = BandGapModel.load(self.bandgap_model)
+        gaps = gap_model.predict_with_reasons([Structure.from_dict(d["structure"]) for d in items])
+        provenance = Provenance(builder="predict", model=gap_model.name, model_version=gap_model.version,
+                                parameters={"bandgap_model": str(self.bandgap_model or "shipped"),
+                                            "references": REFERENCE_NAME})
+        out = []
+        for item, gap in zip(items, gaps, strict=True):
+            try:
+                out.append(self._doc(item, gap.band_gap, gap.reason, gap_model, provenance))
+            except Exception as exc:  # a NaN energy or an element without a reference: this document fails alone
+                out.append({"registry_id": item["registry_id"], "last_updated": item["last_updated"],
+                            "state": State.failed.value, "error": str(exc), "chemsys": item["chemsys"]})
+        return out
 
-    def unary_function(self, item: dict) -> dict:
-        comp = Composition(item["formula_pretty"])
-        potential = item["potential"]
+    def _doc(self, item: dict, gap: float | None, gap_error: str | None, gap_model: Any,
+             provenance: Provenance) -> dict:
         energy = item["energy_per_atom"]
         if energy is None or not math.isfinite(energy):
             raise ValueError(f"relaxed energy is not a finite number ({energy})")
-        e_form = formation_energy_per_atom(comp, energy)
-        if not math.isfinite(e_form):
-            raise ValueError(f"formation energy is not a finite number ({e_form})")
-        predictions = {"formation_energy_per_atom": Prediction(
-            value=e_form, model=potential["name"], version=potential["version"],
-            method=f"relaxed energy minus composition-weighted {REFERENCE_NAME}")}
-        gap_model = self._bandgap()
-        gap, gap_error = gap_model.predict_one(Structure.from_dict(item["structure"]))
-        predictions["band_gap"] = Prediction(value=gap, model=gap_model.name, version=gap_model.version,
-                                             method="matgl graph network on the relaxed structure", error=gap_error)
-        doc = PredictedDoc(
-            registry_id=item["registry_id"], last_updated=item["last_updated"],
-            provenance=Provenance(builder="predict", parameters={"bandgap_model": gap_model.name}),
+        e_form = formation_energy_per_atom(Composition(item["formula_pretty"]), energy)
+        potential = item["potential"]
+        predictions = {
+            "formation_energy_per_atom": Prediction(
+                value=e_form, model=potential["name"], version=potential["version"],
+                method=f"relaxed energy minus composition-weighted {REFERENCE_NAME}"),
+            "band_gap": Prediction(value=gap, model=gap_model.name, version=gap_model.version,
+                                   method="matgl graph network on the relaxed structure (PBE gap)", error=gap_error),
+        }
+        return to_mongo(PredictedDoc(
+            registry_id=item["registry_id"], last_updated=item["last_updated"], provenance=provenance,
             formula_pretty=item["formula_pretty"], chemsys=item["chemsys"], elements=item["elements"],
             nsites=item["nsites"], energy_per_atom=energy, formation_energy_per_atom=e_form, band_gap=gap,
             converged=item["converged"], predictions=predictions,
-        )
-        return to_mongo(doc)
+        ))

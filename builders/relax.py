@@ -7,11 +7,9 @@ maggma pickles builders to its workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from maggma.core import Store
-from maggma.utils import grouper
 from pymatgen.core import Structure
 
 from builders.map import StageMapBuilder
@@ -39,19 +37,13 @@ class RelaxBuilder(StageMapBuilder):
         self.device = device
         self.fmax = fmax
         self.steps = steps
-        self.batch_size = batch_size
         scope = {"valid": True, "state": State.successful.value, **(query or {})}
         kwargs.setdefault("chunk_size", 1)
         super().__init__(validated, relaxed, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
-                         force=force, **kwargs)
+                         force=force, batch_size=batch_size, **kwargs)
 
     def settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps)
-
-    def get_items(self) -> Iterator[list[dict]]:
-        """Batches of stale documents, relaxed together in lockstep."""
-        docs = list(super().get_items())
-        yield from (list(batch) for batch in grouper(docs, self.batch_size))
 
     def _potential(self):
         from registry.potentials import check_potential, load_potential
@@ -60,7 +52,8 @@ class RelaxBuilder(StageMapBuilder):
         report = check_potential(potential)  # raises ModelCheckError: the whole stage stops, nothing written
         return potential, report
 
-    def process_item(self, item: list[dict]) -> list[dict]:
+    def process_batch(self, item: list[dict]) -> list[dict]:
+        """A batch is relaxed in lockstep: one batched forward pass per FIRE step."""
         potential, report = self._potential()
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version,
                              device=self.device, model_check_max_error=report.max_abs_error)
@@ -86,12 +79,3 @@ class RelaxBuilder(StageMapBuilder):
             fmax=self.fmax, max_steps=self.steps, wall_s=result.wall_s, potential=info,
         )
         return to_mongo(doc)
-
-    def update_targets(self, items: list[list[dict]]) -> None:
-        docs = [d for batch in items for d in batch]
-        if docs:
-            self.relaxed.update(docs)
-
-    def unary_function(self, item: dict) -> dict:
-        """One document on its own (MapBuilder's per-item interface)."""
-        return self.process_item([item])[0]

@@ -35,7 +35,8 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--steps", default=500, show_default=True, help="Relaxation step limit.")
 @click.option("--workers", default=1, show_default=True, help="Processes for relax and tunnels.")
 @click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
-@click.option("--scope", default="{}", help="Mongo filter on validated documents: what to relax and carry on.")
+@click.option("--scope", help="Mongo filter on validated documents: what to relax and carry on "
+              "(default: the preset's composition and novelty criteria; '{}' for everything valid).")
 @click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
 @pass_context
 def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
@@ -43,7 +44,8 @@ def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, 
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
     options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps, workers=workers,
-                           bandgap_model=bandgap_model, ion=ion, preset=preset, scope=parse_filter(scope))
+                           bandgap_model=bandgap_model, ion=ion, preset=preset,
+                           scope=parse_filter(scope) if scope else None)
     build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))
     if stage in ("all", "rank") and top:
         rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,

@@ -38,7 +38,12 @@ class BuildOptions:
     ions: tuple[str, ...] = ("Mg", "Zn", "Ca", "Al")
     ion: str = "Mg"
     preset: str = "tunnel"
-    scope: dict[str, Any] = field(default_factory=dict)  # Mongo filter on validated docs: what to relax and beyond
+    scope: dict[str, Any] | None = None  # Mongo filter on validated docs: what to relax; None: the preset's prefilter
+
+    def relax_scope(self) -> dict[str, Any]:
+        from registry.rank import get_preset
+
+        return get_preset(self.preset).prefilter() if self.scope is None else self.scope
 
 
 def _validate(reg: Registry, o: BuildOptions) -> Builder:
@@ -51,7 +56,7 @@ def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
 
     return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
-                        query=o.scope, potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,
+                        query=o.relax_scope(), potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,
                         batch_size=o.relax_batch, force=o.force)
 
 

@@ -91,6 +91,20 @@ class Preset(BaseModel):
     description: str
     criteria: list[Criterion]
 
+    def prefilter(self) -> dict[str, Any]:
+        """A Mongo filter on validated documents from the hard criteria they can already decide (elements,
+        novelty): the funnel's cheap first cut, so nothing is relaxed that cannot pass."""
+        clauses: list[dict[str, Any]] = []
+        for c in self.criteria:
+            if not c.hard:
+                continue
+            if c.field == "elements" and c.op in ("all_of", "any_of", "none_of"):
+                op = {"all_of": "$all", "any_of": "$in", "none_of": "$nin"}[c.op]
+                clauses.append({"elements": {op: list(c.threshold)}})
+            elif c.field in ("novel", "unique") and c.op == "==":
+                clauses.append({c.field: c.threshold})
+        return {"$and": clauses} if clauses else {}
+
     def digest(self) -> str:
         """Changes when any criterion changes, so candidates ranked under old criteria are redone."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

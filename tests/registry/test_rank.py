@@ -45,3 +45,11 @@ def test_the_paper_preset_is_the_authors_screen():
         verdicts, passed, _ = judge(PRESETS["paper"], {**CANDIDATE, **change}, "Mg")
         assert not passed
         assert [v.name for v in verdicts if not v.passed] == [failing]
+
+
+def test_the_prefilter_applies_the_hard_criteria_validated_documents_can_decide():
+    assert PRESETS["tunnel"].prefilter() == {"$and": [
+        {"elements": {"$all": ["O"]}}, {"elements": {"$in": list(PRESETS["tunnel"].criteria[1].threshold)}},
+        {"novel": True}]}
+    paper = PRESETS["paper"].prefilter()
+    assert paper == {"$and": [{"elements": {"$in": ["Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu"]}}]}
