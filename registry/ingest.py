@@ -73,8 +73,8 @@ class Ingestor:
         raw = record.raw
         if raw is None and record.structure is not None and len(record.structure) < 200:
             raw = record.structure.to(fmt="poscar")
-        return RejectDoc.make(stage=self.stage, source=record.origin.source, reason=reason,
-                              file=record.origin.file, row=record.origin.row, raw=raw)
+        return RejectDoc.make(stage=self.stage, source=record.origin.source, source_id=record.origin.source_id,
+                              reason=reason, file=record.origin.file, row=record.origin.row, raw=raw)
 
     def _write_batch(self, batch: list[Record]) -> IngestReport:
         """Hash first, describe later: symmetry analysis (the costly part) runs only for new or changed records."""

@@ -102,6 +102,7 @@ class RejectDoc(BaseModel):
     reject_id: str
     stage: str = Field("ingest", description="ingest, or the generator that produced the record")
     source: str
+    source_id: str | None = None
     file: str | None = None
     row: int | None = None
     reason: str
@@ -109,12 +110,12 @@ class RejectDoc(BaseModel):
     last_updated: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
-    def make(cls, *, stage: str, source: str, reason: str, file: str | None = None,
+    def make(cls, *, stage: str, source: str, reason: str, source_id: str | None = None, file: str | None = None,
              row: int | None = None, raw: str | None = None) -> RejectDoc:
-        """The id depends on where and why, so re-reading the same bad record updates one reject, not many."""
-        key = f"{stage}\x1f{source}\x1f{file}\x1f{row}\x1f{reason}"
+        """The id depends on which record and why, so re-reading the same bad record updates one reject."""
+        key = f"{stage}\x1f{source}\x1f{source_id}\x1f{file}\x1f{row}\x1f{reason}"
         return cls(
             reject_id="rej-" + hashlib.sha256(key.encode()).hexdigest()[:16],
-            stage=stage, source=source, file=file, row=row, reason=reason,
+            stage=stage, source=source, source_id=source_id, file=file, row=row, reason=reason,
             raw=raw[:500] if raw else None,
         )

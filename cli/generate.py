@@ -1,0 +1,158 @@
+"""`registry generate`: candidate structures from a generator into the registry, one subcommand per generator.
+
+Every subcommand builds a `Generator` and hands it to `run_and_report`, which writes its records with
+`run_generator`, tallies CDVAE's validity metrics while they stream past and prints the summary. `generate llm`
+(`generators.llm.LLMGenerator`) is added to this group the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from bson import json_util
+from pymatgen.core import Element, Structure
+from tqdm import tqdm
+
+from cli.ingest import print_report
+from cli.main import Context, pass_context
+from cli.query import parse_filter
+from generators.base import Generator
+from generators.cdvae import FILTERS, CDVAESamples, ElementFilter
+from generators.substitution import WORKING_IONS, SubstitutionGenerator
+from registry.errors import RegistryError
+from registry.generation import run_generator
+from registry.ingest import IngestReport
+from registry.metrics import GenerationTally
+from registry.readers import read_path
+from schemas.generation import GenerationRunDoc
+
+# Known (mined) oxides with a transition metal; generated structures are never frameworks, so a rerun finds the same.
+DEFAULT_FRAMEWORKS = {"origin.kind": "mined",
+                      "elements": {"$all": ["O"], "$in": [e.symbol for e in Element if e.is_transition_metal]}}
+
+
+def _elements(text: str | None) -> list[str]:
+    return [e.strip() for e in text.split(",") if e.strip()] if text else []
+
+
+def run_and_report(ctx: Context, generator: Generator,
+                   counts: Callable[[], str]) -> tuple[GenerationRunDoc, IngestReport]:
+    """Write the generator's records with a progress bar, then print `counts()` (what the generator did), what
+    was written, the records' validity and where the run went."""
+    reg = ctx.registry
+    tally = GenerationTally()
+    doc, report = run_generator(
+        reg, generator,
+        progress=lambda records: tqdm(tally.observe(records), desc=f"generate {generator.name}", unit=" records",
+                                      disable=None),
+        metrics=lambda: tally.result().as_dict())
+    click.echo(counts())
+    print_report(report, reg.database)
+    m = doc.metrics
+    click.echo(f"validity of {m['n_samples']} records (CDVAE): composition {m['comp_valid']:.3f}, "
+               f"structure {m['struct_valid']:.3f}, overall {m['valid']:.3f}; "
+               f"{m['n_unique_formulas']} distinct formulas")
+    click.echo(f"run {doc.run_id} ({doc.seconds:.1f} s) in {reg.database}.generation_runs")
+    return doc, report
+
+
+@click.group("generate")
+def generate() -> None:
+    """Generate candidate structures into the registry; every run is recorded in `generation_runs`.
+
+    Rerunning a generator with the same inputs and parameters rewrites the same documents.
+    """
+
+
+@generate.command("substitute")
+@click.option("--query", metavar="FILTER",
+              help="Mongo filter on structures selecting the frameworks (default: mined oxides with a transition "
+                   "metal; with --prototype and no --query, only the prototypes).")
+@click.option("--prototype", "prototypes", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A framework CIF (repeatable); its parent id is the id `registry ingest` gives the file.")
+@click.option("--threshold", type=float, default=1e-5, show_default=True,
+              help="Least data-mined probability of a substitution (pymatgen's product over all species).")
+@click.option("--max-per-parent", type=int, default=20, show_default=True,
+              help="Most distinct new structures per framework.")
+@click.option("--ions", default=",".join(WORKING_IONS), show_default=True,
+              help="Working ions that may replace tunnel cations (H, alkali and alkaline-earth ions).")
+@pass_context
+def substitute(ctx: Context, query: str | None, prototypes: tuple[Path, ...], threshold: float, max_per_parent: int,
+               ions: str) -> None:
+    """New compositions by data-mined ionic substitution (Hautier et al. 2011) on known tunnel frameworks.
+
+    Transition metals become other transition-metal ions and tunnel cations become working ions, keeping only
+    charge-balanced, distinct structures; each document records its parent and the substitution.
+    """
+    mongo_filter = parse_filter(query) if query else (None if prototypes else DEFAULT_FRAMEWORKS)
+    frameworks: dict[str, Structure] = {}
+    if mongo_filter is not None:
+        for doc in ctx.registry.find(mongo_filter, fields=["registry_id", "structure"], sort=[("registry_id", 1)]):
+            frameworks[doc["registry_id"]] = Structure.from_dict(doc["structure"])
+    for path in prototypes:
+        for record in read_path(path):
+            if record.structure is None:
+                raise RegistryError(f"{path}: {record.reason}")
+            frameworks.setdefault(record.origin.registry_id(), record.structure)
+    if not frameworks:
+        raise RegistryError(f"no frameworks: the filter {json_util.dumps(mongo_filter)} matched no structures and "
+                            "no --prototype was given")
+    selection: dict[str, Any] = {"query": None if mongo_filter is None else json_util.dumps(mongo_filter),
+                                 "prototypes": [str(p) for p in prototypes]}
+    try:
+        generator = SubstitutionGenerator(list(frameworks.items()), threshold=threshold,
+                                          max_per_parent=max_per_parent, ions=_elements(ions), selection=selection)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    def counts() -> str:
+        c = generator.counts
+        return (f"frameworks {c.frameworks}: skipped {c.skipped}, without a substitution above the threshold "
+                f"{c.barren}; candidates {c.candidates}: new structures {c.outputs}, rejected {c.rejected}, "
+                f"duplicates {c.duplicates}, beyond --max-per-parent {c.capped}")
+
+    run_and_report(ctx, generator, counts)
+
+
+@generate.command("cdvae")
+@click.argument("samples", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--filter", "preset", type=click.Choice(sorted(FILTERS)), help="Keep only samples of a named kind.")
+@click.option("--elements", help="Comma-separated elements every kept sample must contain.")
+@click.option("--any-of", "any_of", help="Comma-separated elements a kept sample must contain at least one of.")
+@click.option("--exclude", help="Comma-separated elements no kept sample may contain.")
+@click.option("--offset", type=int, default=0, show_default=True, help="First sample to import, in file order.")
+@click.option("--limit", type=int, help="Import at most this many samples (before filtering).")
+@pass_context
+def cdvae(ctx: Context, samples: Path, preset: str | None, elements: str | None, any_of: str | None,
+          exclude: str | None, offset: int, limit: int | None) -> None:
+    """Import a CDVAE sampler file (eval_gen.pt, or an .npz of its arrays) as generated structures.
+
+    A slice (--offset/--limit) or a filter imports part of the same run: importing more later adds to it.
+    """
+    try:
+        base = ElementFilter.named(preset) if preset else ElementFilter()
+        wanted = ElementFilter(all_of=base.all_of | set(_elements(elements)),
+                               any_of=base.any_of | set(_elements(any_of)),
+                               exclude=base.exclude | set(_elements(exclude)))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        generator = CDVAESamples(samples, elements=wanted if wanted.all_of or wanted.any_of or wanted.exclude
+                                 else None, offset=offset, limit=limit)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
+
+    def counts() -> str:
+        c = generator.counts
+        kept = f" by the element filter {json.dumps(generator.elements.as_dict())}" if generator.elements else ""
+        return f"samples {c.samples}: parsed {c.parsed}, rejected {c.rejected}, filtered {c.filtered}{kept}"
+
+    run_and_report(ctx, generator, counts)
+
+
+# `generate llm` (wired by the lead) goes here: build a `generators.llm.LLMGenerator` from its options and hand it
+# to `run_and_report(ctx, generator, counts)`.
