@@ -154,5 +154,31 @@ def cdvae(ctx: Context, samples: Path, preset: str | None, elements: str | None,
     run_and_report(ctx, generator, counts)
 
 
-# `generate llm` (wired by the lead) goes here: build a `generators.llm.LLMGenerator` from its options and hand it
-# to `run_and_report(ctx, generator, counts)`.
+@generate.command("llm")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder written by `registry llm finetune` (it holds model_card.json).")
+@click.option("-n", "n", type=int, default=16, show_default=True, help="Samples to draw.")
+@click.option("--prompt", help="A full prompt; default: the generation prompt, conditioned on the options below.")
+@click.option("--composition", help="Condition on a composition, e.g. MgMn2O4.")
+@click.option("--band-gap", type=float, help="Condition on a band gap (eV), if the model was trained with it.")
+@click.option("--e-form", type=float, help="Condition on a formation energy (eV/atom), if trained with it.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--max-new-tokens", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_context
+def llm(ctx: Context, model_dir: Path, n: int, prompt: str | None, composition: str | None, band_gap: float | None,
+        e_form: float | None, temperature: float, top_p: float, max_new_tokens: int, batch_size: int,
+        seed: int) -> None:
+    """Sample crystals from a fine-tuned language model; unparsable samples are kept as rejects with the reason."""
+    from generators.llm import LLMGenerator
+
+    properties = {k: v for k, v in (("band_gap", band_gap), ("formation_energy_per_atom", e_form)) if v is not None}
+    try:
+        generator = LLMGenerator(model_dir, n=n, prompt=prompt, composition=composition, properties=properties or None,
+                                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, seed=seed)
+    except (ValueError, OSError) as exc:
+        raise RegistryError(f"cannot sample from {model_dir}: {exc}") from None
+    run_and_report(ctx, generator, lambda: f"samples {n} from {model_dir.name} (version {generator.version})")

@@ -22,6 +22,7 @@ COMMANDS = {
     "query": ("cli.query:query", "Find documents with a Mongo filter (table, JSON or CSV)."),
     "stats": ("cli.query:stats", "Counts per collection, origin kind and source."),
     "build": ("cli.build:build_command", "Run the build chain (validate ... rank), incrementally."),
+    "llm": ("cli.llm:llm", "Fine-tune a local language model on registry structures."),
     "generate": ("cli.generate:generate", "Generate candidate structures (CDVAE samples, LLM, substitution)."),
 }
 
