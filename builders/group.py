@@ -52,8 +52,9 @@ class GroupStageBuilder(Builder):
         return {g["_id"]: (set(g["keys"]), g["lu"]) for g in self.source._collection.aggregate(pipeline)
                 if g["_id"] is not None}
 
-    def _target_groups(self, groups: list[str] | None = None) -> dict[str, tuple[set[str], datetime]]:
-        match = {self.group_field: {"$in": groups}} if groups is not None else {}
+    def _target_groups(self) -> dict[str, tuple[set[str], datetime]]:
+        """Target groups within the query's group restriction (a prechunk names its groups)."""
+        match = {self.group_field: self.query[self.group_field]} if self.group_field in self.query else {}
         out: dict[str, tuple[set[str], datetime]] = {}
         for d in self.target.query(criteria=match, properties=[self.group_field, self.members_field, "sources_updated"]):
             keys, lu = out.get(d[self.group_field], (set(), None))
@@ -72,12 +73,11 @@ class GroupStageBuilder(Builder):
         stale = {g for g, (keys, lu) in sources.items()
                  if g not in targets or targets[g][0] != keys or targets[g][1] is None
                  or _naive(lu) > _naive(targets[g][1])}
-        # groups whose sources all disappeared: rebuilding them deletes their targets
-        stale |= {g for g in targets if g not in sources and self._in_scope(g)}
+        # groups whose sources all disappeared: rebuilding them deletes their targets (only when the query
+        # restricts nothing but groups; otherwise a missing source may just be out of scope)
+        if set(self.query) <= {self.group_field}:
+            stale |= {g for g in targets if g not in sources}
         return sorted(stale)
-
-    def _in_scope(self, group: str) -> bool:
-        return not self.query or self.query.keys() == {self.group_field}
 
     def prechunk(self, number_splits: int) -> Iterator[dict]:
         self.ensure_indexes()

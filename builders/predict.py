@@ -48,7 +48,8 @@ class PredictBuilder(StageMapBuilder):
                 out.append(self._doc(item, gap.band_gap, gap.reason, gap_model, provenance))
             except Exception as exc:  # a NaN energy or an element without a reference: this document fails alone
                 out.append({"registry_id": item["registry_id"], "last_updated": item["last_updated"],
-                            "state": State.failed.value, "error": str(exc), "chemsys": item["chemsys"]})
+                            "state": State.failed.value, "error": str(exc), "chemsys": item["chemsys"],
+                            "formula_pretty": item["formula_pretty"]})
         return out
 
     def _doc(self, item: dict, gap: float | None, gap_error: str | None, gap_model: Any,

@@ -15,7 +15,7 @@ from maggma.core import Builder, Store
 from maggma.utils import grouper
 
 from builders.group import _naive
-from registry.rank import Preset, get_preset, judge
+from registry.rank import get_preset, judge
 from schemas.base import to_mongo
 from schemas.candidate import CandidateDoc
 from schemas.stage import Provenance, State
@@ -31,21 +31,24 @@ STAGE_FIELDS = {
 
 class RankBuilder(Builder):
     def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, candidates: Store,
-                 structures: Store, preset: str | Preset = "tunnel", ion: str = "Mg", query: dict | None = None,
+                 structures: Store, preset: str = "tunnel", ion: str = "Mg", query: dict | None = None,
                  force: bool = False, chunk_size: int = 200):
         """`structures` tells which formulas are already known (mined), for the paper preset's formula test."""
+        self.validated, self.predicted, self.stability, self.tunnels = validated, predicted, stability, tunnels
         self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels}
         self.candidates = candidates
         self.structures = structures
-        self.preset = preset if isinstance(preset, Preset) else get_preset(preset)
+        self.preset = preset
+        self._preset = get_preset(preset)
         self.ion = ion
         self.query = query or {}
         self.force = force
+        self.chunk_size = chunk_size
         self.total: int | None = None
         super().__init__(sources=[*self.stores.values(), structures], targets=[candidates], chunk_size=chunk_size)
 
     def _scope(self) -> dict:
-        return {"preset": self.preset.name, "ion": self.ion}
+        return {"preset": self._preset.name, "ion": self.ion}
 
     def _stale(self) -> list[str]:
         newest: dict[str, datetime] = {}
@@ -58,7 +61,7 @@ class RankBuilder(Builder):
             return sorted(ids)
         done = {d["registry_id"]: d for d in self.candidates.query(
             criteria=self._scope(), properties=["registry_id", "sources_updated", "criteria_hash"])}
-        digest = self.preset.digest()
+        digest = self._preset.digest()
         return sorted(rid for rid in ids if rid not in done or done[rid].get("criteria_hash") != digest
                       or newest[rid] > _naive(done[rid]["sources_updated"]))
 
@@ -91,12 +94,12 @@ class RankBuilder(Builder):
                 continue
             record.update({f: doc.get(f) for f in fields if f not in ("state", "error")})
         record["formula_known"] = record.get("formula_pretty") in item["known_formulas"]
-        verdicts, passed, score = judge(self.preset, record, self.ion)
+        verdicts, passed, score = judge(self._preset, record, self.ion)
         rid = item["registry_id"]
         doc = CandidateDoc(
-            registry_id=rid, candidate_id=f"{rid}:{self.preset.name}:{self.ion}", preset=self.preset.name,
-            ion=self.ion, criteria_hash=self.preset.digest(), last_updated=datetime.now(UTC),
-            provenance=Provenance(builder="rank", parameters={"preset": self.preset.name, "ion": self.ion}),
+            registry_id=rid, candidate_id=f"{rid}:{self._preset.name}:{self.ion}", preset=self._preset.name,
+            ion=self.ion, criteria_hash=self._preset.digest(), last_updated=datetime.now(UTC),
+            provenance=Provenance(builder="rank", parameters={"preset": self._preset.name, "ion": self.ion}),
             formula_pretty=record.get("formula_pretty") or "?", elements=record.get("elements") or [],
             origin_kind=record.get("origin_kind") or "?", passed=passed, score=score, criteria=verdicts,
             values={k: v for k, v in record.items() if k != "members"}, sources_updated=max(updated),

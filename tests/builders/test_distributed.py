@@ -1,0 +1,29 @@
+"""maggma's distributed manager sends each worker `builder.as_dict()` updated with one `prechunk` dict. Doing the
+same by hand checks that the chunks cover the work exactly once, with no network needed."""
+
+from monty.json import MontyDecoder
+
+from registry.build import run_builder
+from registry.pipeline import make_builder
+
+
+def run_as_workers(reg, stage, options, splits=2):
+    manager = make_builder(reg, stage, options)
+    manager.connect()
+    chunks = list(manager.prechunk(splits))
+    processed = 0
+    for chunk in chunks:
+        worker = MontyDecoder().process_decoded({**manager.as_dict(), **chunk})
+        processed += run_builder(worker, stage, progress=False).processed
+    return chunks, processed
+
+
+def test_prechunks_cover_every_stage_exactly_once(loaded, fast):
+    for stage, expected in (("validate", 4), ("relax", 3), ("predict", 3), ("tunnels", 3), ("rank", 3)):
+        chunks, processed = run_as_workers(loaded, stage, fast)
+        assert len(chunks) >= 2 or expected < 2, stage
+        assert processed == expected, stage
+        assert run_builder(make_builder(loaded, stage, fast), stage, progress=False).processed == 0, stage
+    chunks, processed = run_as_workers(loaded, "stability", fast)
+    assert processed == 3 and loaded.count(collection="stability") == 3
+    assert len(loaded.collection("candidates").distinct("candidate_id")) == loaded.count(collection="candidates") == 3
