@@ -116,7 +116,7 @@ class GroupStageBuilder(Builder):
             self.target.update(docs)
         for item in items:
             keep = [d[self.target.key] for d in item["docs"]]
-            self.target.remove_docs({self.group_field: item["group"], self.target.key: {"$nin": keep}})
+            self.target.remove_docs({"$and": [{self.group_field: item["group"]}, {self.target.key: {"$nin": keep}}]})
 
 
 def _naive(dt: datetime) -> datetime:

@@ -26,16 +26,19 @@ STAGE_FIELDS = {
     "predicted": ["formation_energy_per_atom", "band_gap", "converged", "energy_per_atom"],
     "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "state", "error"],
     "tunnels": ["has_1d_channel", "channel_axis", "free_sphere", "admits", "state", "error"],
+    "dft_comparison": ["dft_validated", "state", "error"],  # informational: no preset criterion reads it
 }
 
 
 class RankBuilder(Builder):
-    def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, candidates: Store,
-                 structures: Store, preset: str = "tunnel", ion: str = "Mg", query: dict | None = None,
+    def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, dft_comparison: Store,
+                 candidates: Store, structures: Store, preset: str = "tunnel", ion: str = "Mg", query: dict | None = None,
                  force: bool = False, chunk_size: int = 200):
         """`structures` tells which formulas are already known (mined), for the paper preset's formula test."""
         self.validated, self.predicted, self.stability, self.tunnels = validated, predicted, stability, tunnels
-        self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels}
+        self.dft_comparison = dft_comparison
+        self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels,
+                       "dft_comparison": dft_comparison}
         self.candidates = candidates
         self.structures = structures
         self.preset = preset

@@ -12,13 +12,11 @@ from typing import Any
 from maggma.core import Store
 
 from builders.group import GroupStageBuilder, _naive
-from registry.hull import ReferenceHull, reference_entry, subsystems
+from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, subsystems
 from registry.references import REFERENCE_NAME
 from schemas.base import to_mongo
 from schemas.stability import StabilityDoc
 from schemas.stage import Provenance, State
-
-REFERENCE_QUERY = {"origin.kind": "mined", "reference.formation_energy_per_atom": {"$type": "number"}}
 
 
 class StabilityBuilder(GroupStageBuilder):

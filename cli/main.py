@@ -22,6 +22,9 @@ COMMANDS = {
     "query": ("cli.query:query", "Find documents with a Mongo filter (table, JSON or CSV)."),
     "stats": ("cli.query:stats", "Counts per collection, origin kind and source."),
     "build": ("cli.build:build_command", "Run the build chain (validate ... rank), incrementally."),
+    "sets": ("cli.sets:sets", "Curate versioned candidate sets; export and import them as bundles."),
+    "report": ("cli.report:report", "Write a self-contained HTML report (funnel, plots, ranked table)."),
+    "dft": ("cli.dft:dft", "Export VASP inputs, ingest DFT results, compare ML with DFT."),
     "llm": ("cli.llm:llm", "Fine-tune a local language model on registry structures."),
     "generate": ("cli.generate:generate", "Generate candidate structures (CDVAE samples, LLM, substitution)."),
 }

@@ -14,6 +14,9 @@ from pymatgen.core import Composition
 
 from registry.references import elemental_entries
 
+# Known compounds: mined structures that came with a formation energy (e.g. MP's).
+REFERENCE_QUERY = {"origin.kind": "mined", "reference.formation_energy_per_atom": {"$type": "number"}}
+
 
 def subsystems(chemsys: str) -> list[str]:
     """Every chemical system inside `chemsys` ("Mn-O" -> ["Mn", "O", "Mn-O"]), as stored in documents."""

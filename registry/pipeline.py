@@ -1,6 +1,6 @@
 """The build chain: which builder makes each stage, in which order, from which stores.
 
-    structures -> validated -> relaxed -> predicted -> stability -> tunnels -> candidates
+    structures -> validated -> relaxed -> predicted -> stability -> tunnels -> (dft_comparison) -> candidates
 
 `build(reg, "all")` runs every stage in order; each is incremental, so a second run does no work.
 """
@@ -18,9 +18,9 @@ from registry.build import StageReport, run_builder
 if TYPE_CHECKING:
     from registry.client import Registry
 
-STAGES = ("validate", "relax", "predict", "stability", "tunnels", "rank")
+STAGES = ("validate", "relax", "predict", "stability", "tunnels", "dft", "rank")
 TARGETS = {"validate": "validated", "relax": "relaxed", "predict": "predicted", "stability": "stability",
-           "tunnels": "tunnels", "rank": "candidates"}
+           "tunnels": "tunnels", "dft": "dft_comparison", "rank": "candidates"}
 
 
 @dataclass
@@ -79,16 +79,22 @@ def _tunnels(reg: Registry, o: BuildOptions) -> Builder:
     return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force)
 
 
+def _dft(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.dft import make_dft_builder
+
+    return make_dft_builder(reg, o)
+
+
 def _rank(reg: Registry, o: BuildOptions) -> Builder:
     from builders.rank import RankBuilder
 
     return RankBuilder(reg.store("validated"), reg.store("predicted"), reg.store("stability"), reg.store("tunnels"),
-                       reg.store("candidates"), reg.store("structures"), preset=o.preset, ion=o.ion, force=o.force)
+                       reg.store("dft_comparison"), reg.store("candidates"), reg.store("structures"), preset=o.preset, ion=o.ion, force=o.force)
 
 
 MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder]] = {
     "validate": _validate, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
-    "rank": _rank,
+    "dft": _dft, "rank": _rank,
 }
 
 

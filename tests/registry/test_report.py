@@ -1,0 +1,81 @@
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from registry.report import build_report, dropout_reasons, funnel_counts, write_report
+from registry.sets import add_members, create_set
+from tests.registry.test_sets import seeded, seeded_registry  # noqa: F401  (fixtures)
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def render(page: Path, profile: Path) -> str:
+    """The DOM after the page's scripts ran, from headless Chromium with no network."""
+    proc = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_funnel_counts_every_stage_and_names_why_documents_dropped(seeded):
+    registry, _ = seeded
+    counts = funnel_counts(registry, "tunnel", "Mg")
+    assert counts["structures"] == {"ingested": registry.count(), "rejected at ingest": 1}
+    assert counts["validated"] == {"valid": 8, "invalid": 1, "failed": 0}
+    assert counts["relaxed"] == {"converged": 7, "unconverged": 0, "failed": 1}
+    assert counts["candidates"]["passing"] == registry.count({"passed": True}, collection="candidates")
+    reasons = dropout_reasons(registry, "tunnel", "Mg")
+    assert ("relaxed", "relaxation exploded", 1) in reasons
+    assert ("validate", "composition invalid", 1) in reasons
+    assert ("ingest", "unreadable CIF", 1) in reasons
+    not_novel = registry.count({"passed": False, "criteria": {"$elemMatch": {"name": "novel", "passed": False}}},
+                               collection="candidates")
+    assert ("rank", "fails novel", not_novel) in reasons and reasons == sorted(reasons, key=lambda r: -r[2])
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed (apt-get install chromium)")
+def test_the_report_renders_offline_with_every_plot_and_the_ranked_table(seeded, tmp_path):
+    registry, _ = seeded
+    page = write_report(registry, tmp_path / "report.html")
+    source = page.read_text()
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", source)  # self-contained: no network
+    figures = re.findall(r'id="(fig-[\w-]+)"', source)
+    assert {"fig-funnel", "fig-stability", "fig-band-gap", "fig-channels", "fig-elements"} <= set(figures)
+    assert any(f.startswith("fig-hull-") for f in figures)
+
+    dom = render(page, tmp_path / "profile")
+    assert dom.count('class="plot-container plotly"') == len(figures)  # plotly.js drew every figure
+    assert dom.count('class="main-svg"') >= len(figures)
+    table = re.search(r'<table class="ranked">.*?</table>', dom, re.S).group(0)
+    assert table.count("<tr class=") == registry.count({"preset": "tunnel", "ion": "Mg"}, collection="candidates")
+    assert 'class="fail"' in table and 'class="pass"' in table
+
+
+def test_a_set_report_shows_its_members_notes_and_parity_once_there_is_dft(seeded):
+    registry, ids = seeded
+    create_set(registry, "pair", {"passed": True})
+    add_members(registry, "pair", [ids["TiVO4"]], note="ordered Ti/V: check other orderings")
+    page = build_report(registry, set_name="pair")
+    assert "set <b>pair</b> version 2 (2 members)" in page
+    assert page.count('<tr class="passed">') == 2 and "ordered Ti/V: check other orderings" in page
+    assert "No DFT comparisons" in page and "fig-parity" not in page
+
+    registry.collection("dft_comparison").insert_many([
+        {"registry_id": ids[k], "state": "successful", "ml": {"band_gap": gap}, "dft": {"band_gap": gap + 0.4}}
+        for k, gap in (("VO2", 0.2), ("TiVO4", 0.8))])
+    try:
+        page = build_report(registry, set_name="pair")
+    finally:
+        registry.collection("dft_comparison").drop()
+    assert 'id="fig-parity-band_gap"' in page and "MAE 0.400" in page
+
+
+def test_an_empty_registry_gives_a_page_that_says_what_is_missing(registry):
+    page = build_report(registry)
+    assert "No stability documents yet" in page and "No candidates yet" in page
+    assert 'id="fig-funnel"' in page
