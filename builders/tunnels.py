@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from maggma.core import Store
-
-from builders.map import StageMapBuilder
 from pymatgen.core import Structure
 
+from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, analyze_channels
 from schemas.base import to_mongo
 from schemas.stage import Provenance, State

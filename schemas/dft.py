@@ -10,7 +10,7 @@ from typing import Any, Literal
 from emmet.core.types.pymatgen_types.structure_adapter import StructureType
 from pydantic import BaseModel, Field
 
-from schemas.stage import State, StageDoc
+from schemas.stage import StageDoc, State
 
 CalcKind = Literal["relax", "static", "unknown"]
 

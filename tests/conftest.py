@@ -14,6 +14,7 @@ import pytest
 
 from registry.client import Registry
 from registry.server import EmbeddedServer, ServerState
+from tests.seeded import seeded, seeded_registry  # noqa: F401  (fixtures shared by sets, bundle, report tests)
 
 SHARED = Path(os.environ.get("REGISTRY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

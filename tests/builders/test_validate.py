@@ -1,6 +1,6 @@
+from registry.build import run_builder
 from registry.ingest import Ingestor
 from registry.pipeline import BuildOptions, make_builder
-from registry.build import run_builder
 from tests.builders.conftest import generated, rocksalt
 
 

@@ -3,15 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import COMMANDS, cli
-from tests.registry.test_sets import seeded, seeded_registry  # noqa: F401  (fixtures)
-
-
-@pytest.fixture(autouse=True)
-def commands(monkeypatch):
-    """`sets` and `report` as cli/main.py's COMMANDS will list them."""
-    monkeypatch.setitem(COMMANDS, "sets", ("cli.sets:sets", "Curated candidate sets and bundles."))
-    monkeypatch.setitem(COMMANDS, "report", ("cli.report:report", "A self-contained HTML report."))
+from cli.main import cli
 
 
 def run(reg, *args: str):

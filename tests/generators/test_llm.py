@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
-from tests.generators.tiny_lm import build_tiny_base_model
 
 from generators.crystal_text import structure_to_text
 from generators.llm import CARD_FILE, LLMGenerator, ModelCard, finetune
 from schemas.structure import OriginKind
+from tests.generators.tiny_lm import build_tiny_base_model
 
 PROPERTIES = ["formation_energy_per_atom", "band_gap", "e_above_hull"]
 

@@ -9,7 +9,6 @@ import pytest
 from registry.bundle import SCHEMAS, BundleError, Limits, export_set, import_bundle, read_bundle
 from registry.sets import add_members, create_set, get_set, members
 from registry.stores import COLLECTIONS
-from tests.registry.test_sets import seeded, seeded_registry  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pytest
 
 from registry.report import build_report, dropout_reasons, funnel_counts, write_report
 from registry.sets import add_members, create_set
-from tests.registry.test_sets import seeded, seeded_registry  # noqa: F401  (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
