@@ -89,7 +89,8 @@ def _rank(reg: Registry, o: BuildOptions) -> Builder:
     from builders.rank import RankBuilder
 
     return RankBuilder(reg.store("validated"), reg.store("predicted"), reg.store("stability"), reg.store("tunnels"),
-                       reg.store("dft_comparison"), reg.store("candidates"), reg.store("structures"), preset=o.preset, ion=o.ion, force=o.force)
+                       reg.store("dft_comparison"), reg.store("candidates"), reg.store("structures"), preset=o.preset,
+                       ion=o.ion, force=o.force)
 
 
 MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder]] = {

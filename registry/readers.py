@@ -179,7 +179,8 @@ def read_json(path: Path, source: str = "json", kind: OriginKind = OriginKind.mi
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        yield Record.reject(_origin(kind, source, path.stem, path), f"not valid JSON: {exc}", raw=raw[:500].decode(errors="replace"))
+        yield Record.reject(_origin(kind, source, path.stem, path), f"not valid JSON: {exc}",
+                            raw=raw[:500].decode(errors="replace"))
         return
     items = data if isinstance(data, list) else [data]
     for i, item in enumerate(items):
