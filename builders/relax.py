@@ -76,6 +76,6 @@ class RelaxBuilder(StageMapBuilder):
             initial_energy_per_atom=result.initial_energy_per_atom,
             energy_per_atom=result.final_energy_per_atom if ok else None, steps=result.steps,
             max_force=result.max_force, volume_change=result.volume_change, rmsd=result.rmsd,
-            fmax=self.fmax, max_steps=self.steps, wall_s=result.wall_s, potential=info,
+            fmax=self.fmax, max_steps=self.steps, potential=info,
         )
         return to_mongo(doc)

@@ -16,7 +16,7 @@ TOP_FIELDS = ["formula_pretty", "origin_kind", "passed", "score", "values.format
 
 def _print(report: StageReport, database: str) -> None:
     line = (f"{report.stage:<10} processed {report.processed:>6}  failed {report.failed:>5}  "
-            f"up to date {report.skipped:>6}  -> {database}.{TARGETS[report.stage]}")
+            f"up to date {report.skipped:>6}  held back {report.gated:>6}  -> {database}.{TARGETS[report.stage]}")
     if report.processed == 0:
         line += "  (nothing new)"
     click.echo(line)
@@ -37,15 +37,20 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
 @click.option("--scope", help="Mongo filter on validated documents: what to relax and carry on "
               "(default: the preset's composition and novelty criteria; '{}' for everything valid).")
+@click.option("--exhaustive", is_flag=True, help="No static screen before relaxing and no E_hull gate before "
+              "the channel analysis: spend compute on everything in scope.")
+@click.option("--margin", default=0.5, show_default=True,
+              help="Screen allowance (eV/atom): how far relaxation may bring a structure down.")
 @click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
 @pass_context
 def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
-                  fmax: float, steps: int, workers: int, bandgap_model: str | None, scope: str, top: int) -> None:
+                  fmax: float, steps: int, workers: int, bandgap_model: str | None, scope: str | None, exhaustive: bool,
+                  margin: float, top: int) -> None:
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
     options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps, workers=workers,
                            bandgap_model=bandgap_model, ion=ion, preset=preset,
-                           scope=parse_filter(scope) if scope else None)
+                           scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin)
     build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))
     if stage in ("all", "rank") and top:
         rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,

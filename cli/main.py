@@ -25,6 +25,7 @@ COMMANDS = {
     "sets": ("cli.sets:sets", "Curate versioned candidate sets; export and import them as bundles."),
     "report": ("cli.report:report", "Write a self-contained HTML report (funnel, plots, ranked table)."),
     "dft": ("cli.dft:dft", "Export VASP inputs, ingest DFT results, compare ML with DFT."),
+    "train": ("cli.train:train", "Train the registry's property models (band gap) on registry structures."),
     "llm": ("cli.llm:llm", "Fine-tune a local language model on registry structures."),
     "generate": ("cli.generate:generate", "Generate candidate structures (CDVAE samples, LLM, substitution)."),
 }

@@ -23,6 +23,7 @@ class StageReport:
     processed: int = 0
     failed: int = 0
     skipped: int = 0
+    gated: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def count(self, doc: dict[str, Any]) -> None:
@@ -81,6 +82,7 @@ def run_builder(builder: Builder, stage: str, workers: int = 1, progress: bool =
             _write(builder, (builder.process_item(i) for i in items), report, bar)
         bar.close()
         report.skipped = skipped if skipped is not None else 0
+        report.gated = getattr(builder, "gated", 0)
         builder.finalize()
     finally:
         for store in builder.sources + builder.targets:

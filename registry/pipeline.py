@@ -1,6 +1,12 @@
 """The build chain: which builder makes each stage, in which order, from which stores.
 
-    structures -> validated -> relaxed -> predicted -> stability -> tunnels -> (dft_comparison) -> candidates
+    structures -> validated -> screened -> relaxed -> predicted -> stability -> tunnels -> (dft_comparison)
+    -> candidates
+
+The funnel: the preset's prefilter (composition, novelty) narrows what is screened; one static energy per
+structure (screen) holds back what relaxation cannot bring under the preset's E_hull limit; relax takes the rest,
+lowest static E_hull first; tunnels analyses only what is under the E_hull limit after relaxation.
+`exhaustive=True` turns the screen and the tunnels gate off.
 
 `build(reg, "all")` runs every stage in order; each is incremental, so a second run does no work.
 """
@@ -18,8 +24,8 @@ from registry.build import StageReport, run_builder
 if TYPE_CHECKING:
     from registry.client import Registry
 
-STAGES = ("validate", "relax", "predict", "stability", "tunnels", "dft", "rank")
-TARGETS = {"validate": "validated", "relax": "relaxed", "predict": "predicted", "stability": "stability",
+STAGES = ("validate", "screen", "relax", "predict", "stability", "tunnels", "dft", "rank")
+TARGETS = {"validate": "validated", "screen": "screened", "relax": "relaxed", "predict": "predicted", "stability": "stability",
            "tunnels": "tunnels", "dft": "dft_comparison", "rank": "candidates"}
 
 
@@ -39,11 +45,18 @@ class BuildOptions:
     ion: str = "Mg"
     preset: str = "tunnel"
     scope: dict[str, Any] | None = None  # Mongo filter on validated docs: what to relax; None: the preset's prefilter
+    exhaustive: bool = False  # relax everything in scope and analyse every relaxed structure's channels
+    margin: float = 0.5  # eV/atom relaxation may bring a structure down (the screen's allowance)
 
     def relax_scope(self) -> dict[str, Any]:
         from registry.rank import get_preset
 
         return get_preset(self.preset).prefilter() if self.scope is None else self.scope
+
+    def e_above_hull(self) -> float | None:
+        from registry.rank import get_preset
+
+        return get_preset(self.preset).threshold("e_above_hull")
 
 
 def _validate(reg: Registry, o: BuildOptions) -> Builder:
@@ -52,12 +65,29 @@ def _validate(reg: Registry, o: BuildOptions) -> Builder:
     return ValidateBuilder(reg.store("structures"), reg.store("validated"), force=o.force)
 
 
+def _screens(o: BuildOptions) -> bool:
+    return not o.exhaustive and o.e_above_hull() is not None
+
+
+def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
+    from builders.screen import ScreenBuilder
+
+    if not _screens(o):
+        return None
+    return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
+                         reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
+                         e_above_hull=o.e_above_hull(), margin=o.margin, force=o.force)
+
+
 def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
 
+    gate = {} if not _screens(o) else {
+        "gate": reg.store("screened"), "gate_query": {"passed": True, "state": "successful"},
+        "order_by": "static_e_above_hull"}
     return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
                         query=o.relax_scope(), potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,
-                        batch_size=o.relax_batch, force=o.force)
+                        batch_size=o.relax_batch, force=o.force, **gate)
 
 
 def _predict(reg: Registry, o: BuildOptions) -> Builder:
@@ -76,7 +106,10 @@ def _stability(reg: Registry, o: BuildOptions) -> Builder:
 def _tunnels(reg: Registry, o: BuildOptions) -> Builder:
     from builders.tunnels import TunnelsBuilder
 
-    return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force)
+    limit = o.e_above_hull()
+    gate = {} if o.exhaustive or limit is None else {
+        "gate": reg.store("stability"), "gate_query": {"state": "successful", "e_above_hull": {"$lte": limit}}}
+    return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force, **gate)
 
 
 def _dft(reg: Registry, o: BuildOptions) -> Builder:
@@ -93,13 +126,14 @@ def _rank(reg: Registry, o: BuildOptions) -> Builder:
                        ion=o.ion, force=o.force)
 
 
-MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder]] = {
-    "validate": _validate, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
+MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder | None]] = {
+    "validate": _validate, "screen": _screen, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
     "dft": _dft, "rank": _rank,
 }
 
 
-def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None) -> Builder:
+def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None) -> Builder | None:
+    """The builder of one stage, or None when the options switch the stage off (e.g. no screen)."""
     if stage not in MAKERS:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     return MAKERS[stage](reg, options or BuildOptions())
@@ -112,8 +146,11 @@ def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None
     reg.ensure_indexes()
     reports = []
     for name in STAGES if stage == "all" else (stage,):
-        workers = options.workers if name in ("relax", "tunnels") else 1
-        report = run_builder(make_builder(reg, name, options), name, workers=workers, progress=progress)
+        builder = make_builder(reg, name, options)
+        if builder is None:
+            continue
+        workers = options.workers if name in ("screen", "relax", "tunnels") else 1
+        report = run_builder(builder, name, workers=workers, progress=progress)
         reports.append(report)
         if on_stage:
             on_stage(report)

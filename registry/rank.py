@@ -105,6 +105,11 @@ class Preset(BaseModel):
                 clauses.append({c.field: c.threshold})
         return {"$and": clauses} if clauses else {}
 
+    def threshold(self, field: str) -> float | None:
+        """The limit of the hard criterion reading `field` (e.g. e_above_hull), if the preset has one."""
+        return next((float(c.threshold) for c in self.criteria if c.field == field and c.hard
+                     and c.op in ("<", "<=")), None)
+
     def digest(self) -> str:
         """Changes when any criterion changes, so candidates ranked under old criteria are redone."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

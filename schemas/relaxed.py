@@ -38,5 +38,4 @@ class RelaxedDoc(StageDoc):
     rmsd: float | None = Field(None, description="StructureMatcher RMS displacement from the input; None if unmatched")
     fmax: float
     max_steps: int
-    wall_s: float
     potential: PotentialInfo

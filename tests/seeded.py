@@ -99,7 +99,7 @@ def seed(reg) -> dict[str, str]:
             reg.collection("relaxed").insert_one(to_mongo(RelaxedDoc(
                 **base, state="failed", error="relaxation exploded: energy diverged", elements=doc["elements"],
                 nsites=doc["nsites"], provenance=Provenance(builder="relax"), input_structure=structure,
-                status="exploded", converged=False, steps=3, fmax=0.1, max_steps=3, wall_s=0.1,
+                status="exploded", converged=False, steps=3, fmax=0.1, max_steps=3,
                 potential=potential)))
             continue
         e_form, gap, one_d, df = VALUES[key]
@@ -108,7 +108,7 @@ def seed(reg) -> dict[str, str]:
         reg.collection("relaxed").insert_one(to_mongo(RelaxedDoc(
             **base, elements=doc["elements"], nsites=doc["nsites"], provenance=Provenance(builder="relax"),
             input_structure=structure, structure=structure, status="converged", converged=True,
-            energy_per_atom=energy, steps=3, fmax=0.1, max_steps=3, wall_s=0.1, potential=potential)))
+            energy_per_atom=energy, steps=3, fmax=0.1, max_steps=3, potential=potential)))
         reg.collection("predicted").insert_one(to_mongo(PredictedDoc(
             **base, elements=doc["elements"], nsites=doc["nsites"], provenance=Provenance(builder="predict"),
             energy_per_atom=energy, formation_energy_per_atom=e_form, band_gap=gap, converged=True,
