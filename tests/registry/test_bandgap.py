@@ -136,8 +136,7 @@ def test_the_legacy_matgl_bandgap_folder_is_refused_with_a_reason(shared_data):
         ModelCard.for_folder(legacy, name="legacy", notes="")
 
 
-def test_cli_trains_on_ingested_structures(registry, db_uri, small_csv, tmp_path, monkeypatch):
-    monkeypatch.setitem(cli.main.COMMANDS, "train", ("cli.train:train", "Train the registry's property models."))
+def test_cli_trains_on_ingested_structures(registry, db_uri, small_csv, tmp_path):
     assert Ingestor(registry).write(read_path(small_csv)).ingested == 30
     out = tmp_path / "model"
     result = CliRunner().invoke(cli.main.cli, ["--db", db_uri, "train", "bandgap", "--epochs", "1", "--out", str(out)])
