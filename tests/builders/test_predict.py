@@ -11,7 +11,7 @@ def run(reg, stage, options):
 
 
 def test_formation_energy_and_band_gap_carry_their_models(loaded, fast):
-    for stage in ("validate", "relax"):
+    for stage in ("validate", "screen", "relax"):
         run(loaded, stage, fast)
     loaded.collection("relaxed").update_one({"formula_pretty": "MnO"}, {"$set": {"energy_per_atom": float("nan")}})
     report = run(loaded, "predict", fast)

@@ -11,6 +11,8 @@ def run(reg, stage, options):
 
 def test_relax_records_the_outcome_and_the_model(loaded, fast):
     run(loaded, "validate", fast)
+    assert run(loaded, "relax", fast).processed == 0  # nothing screened yet: relax takes only what the screen passed
+    run(loaded, "screen", fast)
     report = run(loaded, "relax", fast)
     assert report.processed == 3  # MnO2 (one for two duplicates), MgMnO2, MnO; never the invalid NaCl2
     docs = loaded.find(collection="relaxed")
@@ -28,7 +30,22 @@ def test_relax_records_the_outcome_and_the_model(loaded, fast):
 def test_a_wrong_model_is_refused_and_nothing_is_written(loaded, fast, shared_data):
     run(loaded, "validate", fast)
     legacy = shared_data / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES"
-    options = BuildOptions(steps=5, potential=f"matgl:{legacy}")
-    with pytest.raises(ModelCheckError, match="fails the model check"):
-        run(loaded, "relax", options)
-    assert loaded.count(collection="relaxed") == 0
+    for stage, exhaustive in (("screen", False), ("relax", True)):  # exhaustive: relax without a screen first
+        with pytest.raises(ModelCheckError, match="fails the model check"):
+            run(loaded, stage, BuildOptions(steps=5, potential=f"matgl:{legacy}", scope={}, exhaustive=exhaustive))
+    assert loaded.count(collection="screened") == 0 and loaded.count(collection="relaxed") == 0
+
+
+def test_the_screen_holds_back_what_relaxation_cannot_rescue(loaded, fast):
+    run(loaded, "validate", fast)
+    loose = BuildOptions(steps=5, fmax=0.2, scope={}, margin=0.5)
+    strict = BuildOptions(steps=5, fmax=0.2, scope={}, margin=-5.0)  # nothing can pass: E_hull <= 0.1 - 5
+    assert run(loaded, "screen", strict).processed == 3
+    report = run(loaded, "relax", strict)
+    assert report.processed == 0 and report.gated == 3
+    docs = loaded.find(collection="screened")
+    assert all(not d["passed"] and "static E_hull" in d["reason"] for d in docs)
+    assert run(loaded, "screen", BuildOptions(**{**loose.__dict__, "force": True})).processed == 3
+    screened = {d["registry_id"]: d["static_e_above_hull"] for d in loaded.find(collection="screened")}
+    relaxed = run(loaded, "relax", loose)
+    assert relaxed.processed == sum(1 for v in screened.values() if v <= 0.6)
