@@ -18,7 +18,8 @@ def test_tunnels_on_the_reference_frameworks(registry, shared_data):
     docs = [relaxed(name, s) for name, s in refs.items()]
     docs.append(relaxed("broken", Structure(Lattice.cubic(3.0), ["Xe"], [[0, 0, 0]])))  # nothing to analyse
     registry.collection("relaxed").insert_many(docs)
-    report = run_builder(make_builder(registry, "tunnels", BuildOptions(ions=("Mg",))), "tunnels", progress=False)
+    everything = BuildOptions(ions=("Mg",), exhaustive=True)  # no stability documents: analyse all
+    report = run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)
     assert report.processed == 5
     out = {d["registry_id"]: d for d in registry.find(collection="tunnels")}
     hollandite, pyrolusite = out["beta-FeOOH"], out["beta-MnO2"]
@@ -30,5 +31,16 @@ def test_tunnels_on_the_reference_frameworks(registry, shared_data):
     assert hollandite["report"]["ions"]["Mg"]["e_1d"] is not None
     assert out["broken"]["state"] == "failed" and out["broken"]["error"]
     assert report.failed == 1
-    again = run_builder(make_builder(registry, "tunnels", BuildOptions(ions=("Mg",))), "tunnels", progress=False)
+    again = run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)
     assert again.processed == 0
+
+
+def test_only_structures_under_the_presets_hull_limit_are_analysed(registry, shared_data):
+    refs = [Structure.from_file(p) for p in sorted((shared_data / "tunnel_references").glob("*.cif"))]
+    registry.collection("relaxed").insert_many([relaxed(f"s{i}", s) for i, s in enumerate(refs)])
+    registry.collection("stability").insert_many([
+        {"registry_id": f"s{i}", "state": "successful", "e_above_hull": e, "last_updated": datetime.now(UTC)}
+        for i, e in enumerate((0.02, 0.3, 0.1, 0.5))])
+    report = run_builder(make_builder(registry, "tunnels", BuildOptions(ions=("Mg",))), "tunnels", progress=False)
+    assert (report.processed, report.gated) == (2, 2)  # the tunnel preset's limit is 0.1 eV/atom
+    assert {d["registry_id"] for d in registry.find(collection="tunnels")} == {"s0", "s2"}
