@@ -18,12 +18,12 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from maggma.core import Store
-from monty.json import MontyDecoder
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from builders.group import GroupStageBuilder, _naive
 from builders.stability import REFERENCE_QUERY
+from registry.decoding import decode
 from registry.hull import ReferenceHull, reference_entry, subsystems
 from registry.parity import stability_threshold
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
@@ -149,7 +149,7 @@ class DftBuilder(GroupStageBuilder):
         out, rejected = [], []
         for doc in docs:
             try:
-                entry = MontyDecoder().process_decoded(doc["entry"])
+                entry = decode(doc["entry"])
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     compat.process_entry(entry, on_error="raise")

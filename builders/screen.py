@@ -4,7 +4,8 @@ Relaxation only lowers the energy, so a structure whose unrelaxed energy is alre
 preset's E_hull limit only if relaxation brings it down by more than `margin`. On the paper's CDVAE samples the
 relaxation drop had a median of 0.1 eV/atom and a maximum of 0.23 (`bench/funnel.py` measures it), so the
 default margin of 0.5 eV/atom holds back only structures that relaxation would not rescue, at the cost of one
-forward pass each (a relaxation takes tens). The relax stage then takes what passed, lowest static E_hull first.
+forward pass each (a relaxation takes tens). The screen records the static values; the relax stage applies the
+limit of the preset in use (`static_e_above_hull <= limit + margin`), lowest static E_hull first.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "structure", "struc
 
 class ScreenBuilder(StageMapBuilder):
     def __init__(self, validated: Store, screened: Store, structures: Store, query: dict | None = None,
-                 potential: str = "chgnet", device: str = "cpu", e_above_hull: float = 0.1, margin: float = 0.5,
-                 batch_size: int = 32, **kwargs: Any):
+                 potential: str = "chgnet", device: str = "cpu", batch_size: int = 32, **kwargs: Any):
         """`validated` must use `structure_updated` as its last_updated field (as for relax); `structures`
         supplies the known compounds of the reference hull."""
         self.validated = validated
@@ -37,8 +37,6 @@ class ScreenBuilder(StageMapBuilder):
         self.structures = structures
         self.potential = potential
         self.device = device
-        self.e_above_hull = e_above_hull
-        self.margin = margin
         self._hulls: dict[str, ReferenceHull] = {}
         scope = {"valid": True, "state": State.successful.value, **(query or {})}
         super().__init__(validated, screened, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
@@ -62,8 +60,7 @@ class ScreenBuilder(StageMapBuilder):
         check = check_potential(potential)
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
                              model_check_max_error=check.max_abs_error)
-        provenance = Provenance(builder="screen", model=potential.name, model_version=potential.version,
-                                parameters={"e_above_hull": self.e_above_hull, "margin": self.margin})
+        provenance = Provenance(builder="screen", model=potential.name, model_version=potential.version)
         try:
             energies = potential.energy_per_atom([Structure.from_dict(d["structure"]) for d in items])
         except Exception:  # one structure breaks the batch: evaluate one by one so only it fails
@@ -87,10 +84,6 @@ class ScreenBuilder(StageMapBuilder):
             e_hull = self._hull(item["chemsys"]).evaluate(item["formula_pretty"], e_form).e_above_hull
         except Exception as exc:
             return {**base, "state": State.failed.value, "error": f"screen failed: {exc}"}
-        limit = self.e_above_hull + self.margin
-        passed = e_hull <= limit
         return to_mongo(ScreenedDoc(
             **base, provenance=provenance, static_energy_per_atom=energy, static_formation_energy_per_atom=e_form,
-            static_e_above_hull=e_hull, e_above_hull_threshold=self.e_above_hull, margin=self.margin, passed=passed,
-            reason=None if passed else f"static E_hull {e_hull:.3f} eV/atom > {self.e_above_hull} + margin {self.margin}",
-            potential=info))
+            static_e_above_hull=e_hull, potential=info))

@@ -76,14 +76,15 @@ def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
                          reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
-                         e_above_hull=o.e_above_hull(), margin=o.margin, force=o.force)
+                         force=o.force)
 
 
 def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
 
     gate = {} if not _screens(o) else {
-        "gate": reg.store("screened"), "gate_query": {"passed": True, "state": "successful"},
+        "gate": reg.store("screened"),
+        "gate_query": {"state": "successful", "static_e_above_hull": {"$lte": o.e_above_hull() + o.margin}},
         "order_by": "static_e_above_hull"}
     return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
                         query=o.relax_scope(), potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,

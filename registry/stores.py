@@ -27,7 +27,7 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("generation_runs", "run_id", ("last_updated", "generator")),
         Collection("validated", "registry_id", ("last_updated", "state", "valid", "formula_pretty", "chemsys",
                                                 "members", "novel")),
-        Collection("screened", "registry_id", ("last_updated", "state", "passed", "static_e_above_hull")),
+        Collection("screened", "registry_id", ("last_updated", "state", "static_e_above_hull")),
         Collection("relaxed", "registry_id", ("last_updated", "state", "formula_pretty", "chemsys")),
         Collection("predicted", "registry_id", ("last_updated", "state", "chemsys")),
         Collection("stability", "registry_id", ("last_updated", "state", "chemsys")),

@@ -1,4 +1,4 @@
-"""The screen stage's document: one static energy of the unrelaxed structure, and whether relaxing it can pay."""
+"""The screen stage's document: one static energy of the unrelaxed structure, on which relaxing is decided."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ class ScreenedDoc(StageDoc):
     static_energy_per_atom: float
     static_formation_energy_per_atom: float
     static_e_above_hull: float = Field(description="eV/atom above the reference hull before relaxation (an upper "
-                                                   "bound: relaxing only lowers the energy)")
-    e_above_hull_threshold: float = Field(description="The preset's E_hull limit")
-    margin: float = Field(description="How far (eV/atom) relaxation is allowed to bring a structure down")
-    passed: bool = Field(description="static_e_above_hull <= threshold + margin: worth relaxing")
-    reason: str | None = None
+                                                   "bound: relaxing only lowers the energy). The relax stage takes "
+                                                   "structures with static_e_above_hull <= preset limit + margin")
     potential: PotentialInfo

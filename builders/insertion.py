@@ -1,0 +1,160 @@
+"""insertion: tunnels + relaxed (+ mined references) -> insertion. ML insertion voltage and capacity of each
+working ion whose channel is open in a framework (see `registry.insertion`).
+
+Source documents are the tunnels stage's, so a framework is redone when its channels were (after a new
+relaxation). Ions are incremental too: a document missing a requested ion is completed, keeping the ions it has.
+The model loads lazily, once per process, never in `__init__` (maggma pickles builders to its workers), and must
+pass the model check: a refused model stops the stage before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from maggma.core import Store
+from pymatgen.core import Structure
+
+from builders.group import _naive
+from builders.map import StageMapBuilder
+from registry.channels import DEFAULT_IONS
+from registry.hull import REFERENCE_QUERY, reference_entry, subsystems
+from registry.insertion import InsertionSettings, IonInsertion, insert
+from schemas.base import to_mongo
+from schemas.insertion import InsertionDoc
+from schemas.relaxed import PotentialInfo
+from schemas.stage import Provenance, State
+
+SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "admits", "report.channel_axis.uvw"]
+RELAXED_FIELDS = ["registry_id", "structure", "energy_per_atom", "status", "potential.spec"]
+NOT_ADMITTED = "the tunnels stage found no open channel for it"
+
+
+class InsertionBuilder(StageMapBuilder):
+    def __init__(self, tunnels: Store, relaxed: Store, structures: Store, insertion: Store,
+                 ions: Sequence[str] = DEFAULT_IONS, query: dict | None = None, potential: str = "chgnet",
+                 device: str = "cpu", only_admitted: bool = True, settings: InsertionSettings | None = None,
+                 **kwargs: Any):
+        """`structures` supplies the known compounds (mined, with a reference formation energy) for E_hull.
+        With `only_admitted`, an ion is inserted only where the tunnels stage says the channel admits it."""
+        self.tunnels, self.relaxed, self.structures, self.insertion = tunnels, relaxed, structures, insertion
+        self.ions = list(ions)
+        self.potential = potential
+        self.device = device
+        self.only_admitted = only_admitted
+        self.settings = settings or InsertionSettings()
+        clauses: list[dict] = [{"state": State.successful.value}, query or {}]
+        if only_admitted:
+            clauses.append({"$or": [{f"admits.{ion}": True} for ion in self.ions]})
+        kwargs.setdefault("chunk_size", 1)
+        super().__init__(tunnels, insertion, query={"$and": clauses}, projection=SOURCE_FIELDS,
+                         store_process_time=False, **kwargs)
+        self.sources += [relaxed, structures]
+
+    # --- which frameworks, with what ---
+
+    def get_items(self) -> Iterator[dict]:
+        items = list(super().get_items())  # newer than their insertion document, or all with force
+        if not self.force:
+            incomplete = self._incomplete({d["registry_id"] for d in items})
+            items += incomplete
+            self.skipped -= len(incomplete)
+            self.total = len(items)
+        yield from self._joined(items)
+
+    def _done(self, ion: str) -> dict:
+        """Mongo filter: the document has `ion` (tried, or skipped for a reason that still holds)."""
+        done = [{f"ions.{ion}": {"$exists": True}}]
+        if self.only_admitted:
+            done.append({f"skipped_ions.{ion}": {"$exists": True}})
+        return {"$or": done}
+
+    def _incomplete(self, exclude: set[str]) -> list[dict]:
+        """Up-to-date documents that lack one of the requested ions."""
+        missing = {"$or": [{"$nor": [self._done(ion)]} for ion in self.ions]}
+        ids = set(self.insertion.distinct("registry_id", missing)) - exclude
+        if not ids:
+            return []
+        fields = list({*SOURCE_FIELDS, "last_updated"})
+        return list(self.tunnels.query({"$and": [self.query, {"registry_id": {"$in": sorted(ids)}}]},
+                                       properties=fields))
+
+    def _joined(self, items: list[dict]) -> Iterator[dict]:
+        """Each tunnels document with its relaxed structure, the known compounds of its systems with each ion, and
+        the ions its insertion document already has (when that document is current)."""
+        ids = [d["registry_id"] for d in items]
+        relaxed = {d["registry_id"]: d for d in self.relaxed.query({"registry_id": {"$in": ids}},
+                                                                   properties=RELAXED_FIELDS)}
+        previous = {} if self.force else {d["registry_id"]: d for d in self.insertion.query(
+            {"registry_id": {"$in": ids}}, properties=["registry_id", "last_updated", "ions", "skipped_ions"])}
+        systems = {d["registry_id"]: ["-".join(sorted({*d["chemsys"].split("-"), ion})) for ion in self.ions]
+                   for d in items}
+        wanted = sorted({s for chemsys in systems.values() for c in chemsys for s in subsystems(c)})
+        references = list(self.structures.query(
+            {**REFERENCE_QUERY, "chemsys": {"$in": wanted}},
+            properties=["chemsys", "formula_pretty", "reference.formation_energy_per_atom", "origin.source_id"]))
+        for d in items:
+            rid = d["registry_id"]
+            inside = {s for c in systems[rid] for s in subsystems(c)}
+            prev = previous.get(rid)
+            current = prev is not None and _naive(prev["last_updated"]) >= _naive(d["last_updated"])
+            yield {**d, "relaxed": relaxed.get(rid), "previous": prev if current else None,
+                   "references": [r for r in references if r["chemsys"] in inside]}
+
+    # --- one framework ---
+
+    def _potential(self):
+        from registry.potentials import check_potential, load_potential
+
+        potential = load_potential(self.potential, self.device)
+        return potential, check_potential(potential)  # ModelCheckError: the whole stage stops
+
+    def process_item(self, item: dict) -> dict:
+        """The document, whatever happened to each ion; only a refused model raises (MapBuilder's own path would
+        turn it into one framework's reason)."""
+        return self.unary_function(item)
+
+    def unary_function(self, item: dict) -> dict:
+        potential, report = self._potential()
+        info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
+                             model_check_max_error=report.max_abs_error)
+        provenance = Provenance(builder="insertion", model=potential.name, model_version=potential.version,
+                                parameters={"ions": self.ions, "potential": self.potential,
+                                            "only_admitted": self.only_admitted, **self.settings.model_dump()})
+        prev = item.get("previous") or {}
+        ions = {ion: IonInsertion.model_validate(r) for ion, r in (prev.get("ions") or {}).items()}
+        skipped = {ion: why for ion, why in (prev.get("skipped_ions") or {}).items() if ion not in self.ions}
+        todo = []
+        for ion in self.ions:
+            if ion in ions:
+                continue
+            if self.only_admitted and not (item.get("admits") or {}).get(ion):
+                skipped[ion] = NOT_ADMITTED
+            else:
+                todo.append(ion)
+        relaxed = item.get("relaxed")
+        if todo and (relaxed is None or relaxed.get("structure") is None):
+            return self._doc(item, info, provenance, ions, skipped, "no relaxed structure for this framework")
+        if todo:
+            host = Structure.from_dict(relaxed["structure"])
+            same_model = (relaxed.get("potential") or {}).get("spec") == self.potential
+            host_energy = relaxed.get("energy_per_atom") if same_model and relaxed.get("status") == "converged" else None
+            uvw = ((item.get("report") or {}).get("channel_axis") or {}).get("uvw")
+            refs = [reference_entry(r["formula_pretty"], r["reference"]["formation_energy_per_atom"],
+                                    r["origin"]["source_id"]) for r in item["references"]]
+            for ion in todo:
+                ions[ion] = insert(host, ion, potential, self.settings, channel_uvw=uvw, references=refs,
+                                   host_energy_per_atom=host_energy)
+        return self._doc(item, info, provenance, ions, skipped)
+
+    @staticmethod
+    def _doc(item: dict, info: PotentialInfo, provenance: Provenance, ions: dict[str, IonInsertion],
+             skipped: dict[str, str], error: str | None = None) -> dict:
+        if error is None and not any(r.state == "successful" for r in ions.values()):
+            error = "; ".join(f"{ion}: {r.error}" for ion, r in ions.items()) or \
+                    "; ".join(f"{ion}: {why}" for ion, why in skipped.items()) or "no ion requested"
+        doc = InsertionDoc(registry_id=item["registry_id"], last_updated=item["last_updated"],
+                           state=State.failed if error else State.successful, error=error, provenance=provenance,
+                           formula_pretty=item["formula_pretty"], chemsys=item["chemsys"], potential=info, ions=ions,
+                           skipped_ions=skipped)
+        return to_mongo(doc)
