@@ -57,6 +57,9 @@ class InsertionBuilder(StageMapBuilder):
         items = list(super().get_items())  # newer than their insertion document, or all with force
         if not self.force:
             incomplete = self._incomplete({d["registry_id"] for d in items})
+            if self.gate is not None:
+                gated, incomplete = self.gated, self._admit(incomplete)
+                self.gated = gated  # held back again: already counted as up to date
             items += incomplete
             self.skipped -= len(incomplete)
             self.total = len(items)

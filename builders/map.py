@@ -33,6 +33,10 @@ class StageMapBuilder(MapBuilder):
         self.skipped = 0
         self.gated = 0
         super().__init__(*args, **kwargs)
+        # MSONable rebuilds subclasses from their own arguments plus self.kwargs: keep ours there too, or a
+        # distributed worker would run without its gate.
+        self.kwargs.update(force=force, batch_size=batch_size, gate=gate, gate_query=self.gate_query,
+                           order_by=order_by)
         if gate is not None:
             self.sources.append(gate)
 

@@ -81,7 +81,7 @@ def run_builder(builder: Builder, stage: str, workers: int = 1, progress: bool =
         else:
             _write(builder, (builder.process_item(i) for i in items), report, bar)
         bar.close()
-        report.skipped = skipped if skipped is not None else 0
+        report.skipped += skipped or 0
         report.gated = getattr(builder, "gated", 0)
         builder.finalize()
     finally:
@@ -95,6 +95,7 @@ def run_builder(builder: Builder, stage: str, workers: int = 1, progress: bool =
 
 def _write(builder: Builder, outputs: Iterable[Any], report: StageReport, bar: tqdm) -> None:
     for chunk in grouper(outputs, builder.chunk_size):
+        report.skipped += sum(1 for c in chunk if c is None)  # the builder found nothing to change
         chunk = [c for c in chunk if c is not None]
         for output in chunk:
             for doc in _documents(output):

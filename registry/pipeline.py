@@ -24,9 +24,9 @@ from registry.build import StageReport, run_builder
 if TYPE_CHECKING:
     from registry.client import Registry
 
-STAGES = ("validate", "screen", "relax", "predict", "stability", "tunnels", "dft", "rank")
+STAGES = ("validate", "screen", "relax", "predict", "stability", "tunnels", "dft", "rank", "funnel")
 TARGETS = {"validate": "validated", "screen": "screened", "relax": "relaxed", "predict": "predicted", "stability": "stability",
-           "tunnels": "tunnels", "dft": "dft_comparison", "rank": "candidates"}
+           "tunnels": "tunnels", "dft": "dft_comparison", "rank": "candidates", "funnel": "funnel"}
 
 
 @dataclass
@@ -127,9 +127,17 @@ def _rank(reg: Registry, o: BuildOptions) -> Builder:
                        ion=o.ion, force=o.force)
 
 
+def _funnel(reg: Registry, o: BuildOptions) -> Builder:
+    from builders.funnel import FunnelBuilder
+
+    return FunnelBuilder(*(reg.store(n) for n in ("validated", "screened", "relaxed", "predicted", "stability",
+                                                  "tunnels", "candidates", "funnel")),
+                         preset=o.preset, ion=o.ion, scope=o.relax_scope(), margin=o.margin, exhaustive=o.exhaustive)
+
+
 MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder | None]] = {
     "validate": _validate, "screen": _screen, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
-    "dft": _dft, "rank": _rank,
+    "dft": _dft, "rank": _rank, "funnel": _funnel,
 }
 
 

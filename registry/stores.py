@@ -35,6 +35,7 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("insertion", "registry_id", ("last_updated", "state")),
         Collection("candidates", "candidate_id", ("registry_id", "last_updated", "state", "preset", "ion", "passed",
                                                  "score")),
+        Collection("funnel", "funnel_id", ("registry_id", "preset", "ion", "left_at", "pending")),
         Collection("dft", "dft_id", ("last_updated", "registry_id", "state")),
         Collection("dft_comparison", "registry_id", ("last_updated", "state")),
     )

@@ -17,6 +17,12 @@ def test_the_whole_chain_is_incremental(loaded, fast):
     Ingestor(loaded).write([generated("mgo", rocksalt(4.21, ("Mg", "O")))])
     third = counts(build(loaded, "all", fast, progress=False))
     assert third == {"validate": 1, "screen": 1, "relax": 1, "predict": 1, "stability": 1, "tunnels": 1, "dft": 0,
-                     "rank": 1}
+                     "rank": 1, "funnel": 1}
     [mgo] = loaded.find({"formula_pretty": "MgO"}, collection="candidates")
     assert {v["name"] for v in mgo["criteria"]} >= {"oxide", "e_above_hull", "admits_ion", "novel"}
+
+    funnel = {d["formula_pretty"]: d for d in loaded.find(collection="funnel")}
+    assert len(funnel) == 5  # every validated structure has a record
+    assert funnel["NaCl2"]["left_at"] == "validate" and "composition invalid" in funnel["NaCl2"]["reason"]
+    assert funnel["MgO"]["reached"] in ("stability", "tunnels", "rank") and not funnel["MgO"]["pending"]
+    assert funnel["MgO"]["left_at"] is None or funnel["MgO"]["reason"]

@@ -1,0 +1,23 @@
+"""Where each structure left the funnel, and why: one document per validated structure, preset and ion."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Stage = Literal["validate", "prefilter", "screen", "relax", "predict", "stability", "tunnels", "rank"]
+
+
+class FunnelDoc(BaseModel):
+    funnel_id: str = Field(description="registry_id:preset:ion")
+    registry_id: str
+    preset: str
+    ion: str
+    formula_pretty: str
+    origin_kind: str
+    reached: Stage = Field(description="The last stage this structure got through")
+    left_at: Stage | None = Field(description="Where it stopped; None for a candidate that passed every criterion")
+    pending: bool = Field(description="It stopped only because a stage has not run on it yet (not a verdict)")
+    reason: str | None = None
+    content_hash: str

@@ -1,0 +1,92 @@
+from datetime import UTC, datetime
+
+import pytest
+from pymatgen.core import Composition, Lattice, Structure
+
+from builders.insertion import NOT_ADMITTED, InsertionBuilder
+from registry.build import run_builder
+from registry.insertion import InsertionSettings
+from registry.pipeline import BuildOptions, make_builder
+
+F_MAH = 96485.33212 / 3.6  # Faraday's constant, mAh per mole of electrons
+AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"
+# few steps, one level, one ordering: these tests check the bookkeeping; the physics is in the slow test
+QUICK = InsertionSettings(steps=3, max_sites=1, max_levels=1, max_configurations=1)
+
+
+def relaxed(registry_id: str, structure: Structure) -> dict:
+    return {"registry_id": registry_id, "state": "successful", "formula_pretty": structure.composition.reduced_formula,
+            "chemsys": structure.composition.chemical_system, "structure": structure.as_dict(),
+            "last_updated": datetime.now(UTC)}
+
+
+@pytest.fixture
+def frameworks(registry, shared_data):
+    """Akaganeite (2x2 hollandite-type channels, tunnels stage run for Mg and Ca) and rutile-type SnO2 with a
+    hand-made tunnels document that lets Mg in: an open channel, but no transition metal to reduce."""
+    akaganeite = Structure.from_file(shared_data / "tunnel_references" / AKAGANEITE)
+    sno2 = Structure(Lattice.tetragonal(4.74, 3.19), ["Sn", "Sn", "O", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.3, 0.3, 0], [0.7, 0.7, 0], [0.8, 0.2, 0.5], [0.2, 0.8, 0.5]])
+    registry.collection("relaxed").insert_many([relaxed("akaganeite", akaganeite), relaxed("sno2", sno2)])
+    everything = BuildOptions(ions=("Mg", "Ca"), exhaustive=True)  # no stability documents: analyse all
+    run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)
+    doc = relaxed("sno2", sno2)
+    registry.collection("tunnels").replace_one({"registry_id": "sno2"}, {
+        **{k: doc[k] for k in ("registry_id", "state", "formula_pretty", "chemsys", "last_updated")},
+        "admits": {"Mg": True}, "report": {}})
+    return registry
+
+
+def builder(registry, ions, settings=QUICK, **kwargs) -> InsertionBuilder:
+    return InsertionBuilder(registry.store("tunnels"), registry.store("relaxed"), registry.store("structures"),
+                            registry.store("insertion"), ions=ions, settings=settings, **kwargs)
+
+
+def test_insertion_documents_and_reasons(frameworks):
+    reg = frameworks
+    report = run_builder(builder(reg, ["Mg"]), "insertion", progress=False)
+    assert (report.processed, report.failed) == (2, 1)
+    docs = {d["registry_id"]: d for d in reg.find(collection="insertion")}
+
+    mg = docs["akaganeite"]["ions"]["Mg"]
+    assert docs["akaganeite"]["state"] == "successful" and mg["state"] == "successful"
+    assert mg["sites"] and mg["sites_found"] == len(mg["sites"]) + mg["sites_skipped"]
+    assert mg["relaxations"][0]["n_ions"] == 0 and sum(r["kept"] for r in mg["relaxations"]) == 2
+    assert mg["electrons_per_cell"] == 4  # four Fe3+ -> Fe2+ in the 16-atom cell
+    assert mg["working_ion_reference"]["prototype"].startswith("hcp Mg")
+    # capacity: x Mg per FeHO2 in the discharged state, 2 electrons each, over the discharged mass
+    n_fe = 4 * mg["supercell"][0] * mg["supercell"][1] * mg["supercell"][2]
+    x = mg["levels"][-1] / n_fe
+    discharged = Composition({"Mg": x, "Fe": 1, "H": 1, "O": 2}).weight
+    assert docs["akaganeite"]["capacity_grav"]["Mg"] == pytest.approx(x * 2 * F_MAH / discharged)
+    assert isinstance(docs["akaganeite"]["average_voltage"]["Mg"], float)
+    assert docs["akaganeite"]["provenance"]["parameters"]["steps"] == 3
+    assert docs["akaganeite"]["potential"]["model_check_max_error"] < 0.1
+
+    assert docs["sno2"]["state"] == "failed" and "no reducible transition metal" in docs["sno2"]["error"]
+    assert run_builder(builder(reg, ["Mg"]), "insertion", progress=False).processed == 0
+
+    # asking for Ca as well completes both documents; Ca's channel is closed, Mg is kept as it was
+    again = run_builder(builder(reg, ["Mg", "Ca"]), "insertion", progress=False)
+    assert again.processed == 2
+    after = reg.collection("insertion").find_one({"registry_id": "akaganeite"})
+    assert after["skipped_ions"] == {"Ca": NOT_ADMITTED}
+    assert after["ions"]["Mg"]["wall_s"] == mg["wall_s"]
+    assert run_builder(builder(reg, ["Mg", "Ca"]), "insertion", progress=False).processed == 0
+
+
+@pytest.mark.slow
+def test_every_ion_on_akaganeite(frameworks):
+    """Default caps (4 sites, 2 levels, 2 orderings, 200 steps); Ca is tried although its channel is closed."""
+    reg = frameworks
+    ions = ["Mg", "Zn", "Ca", "Al"]
+    run_builder(builder(reg, ions, InsertionSettings(), only_admitted=False, query={"registry_id": "akaganeite"}),
+                "insertion", progress=False)
+    doc = reg.collection("insertion").find_one({"registry_id": "akaganeite"})
+    assert set(doc["ions"]) == set(ions)
+    for ion in ("Mg", "Zn", "Al"):
+        result = doc["ions"][ion]
+        assert result["state"] == "successful", result["error"]
+        assert len(result["levels"]) == 2 and result["electrode"]["num_steps"] >= 1
+        assert doc["capacity_grav"][ion] > 0 and doc["stability_discharge"][ion] >= 0
+    assert doc["ions"]["Ca"]["state"] == "failed" and "percolates" in doc["ions"]["Ca"]["error"]
