@@ -11,7 +11,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from math import ceil
-from typing import Any
 
 from maggma.core import Builder, Store
 from maggma.utils import grouper

@@ -6,7 +6,7 @@ import click
 
 from cli.main import Context, pass_context
 from registry.config import redact
-from registry.server import EmbeddedServer
+from registry.server import USERS, EmbeddedServer, ServerState
 
 
 @click.group("db")
@@ -14,15 +14,29 @@ def db() -> None:
     """Start, inspect and stop the embedded database server."""
 
 
+def _describe(server: EmbeddedServer, state: ServerState) -> str:
+    """Where the server is; with auth, where its credentials are (never the passwords)."""
+    line = f"embedded database running: {state.uri} (pid {state.pid}, data in {state.storage})"
+    if state.auth:
+        line += (f"\nauthentication required: users {USERS['admin'][0]} and {USERS['reader'][0]} (read-only); "
+                 f"their passwords are in {server.credentials_file} (mode 0600)")
+    return line
+
+
 @db.command("start")
+@click.option("--auth", is_flag=True, help="Require SCRAM authentication; creates an admin and a read-only user "
+              "the first time and stores their passwords in $REGISTRY_HOME/credentials.json (mode 0600).")
 @pass_context
-def start(ctx: Context) -> None:
-    """Run the embedded server in the background (or report the one already running)."""
+def start(ctx: Context, auth: bool) -> None:
+    """Run the embedded server in the background (or report the one already running).
+
+    A home once started with --auth always starts with it; a running server without it is restarted with it.
+    """
     if ctx.settings.db_uri:
         click.echo(f"using the external database {redact(ctx.settings.db_uri)}; nothing to start")
         return
-    state = EmbeddedServer(ctx.settings.home).ensure_running()
-    click.echo(f"embedded database running: {state.uri} (pid {state.pid}, data in {state.storage})")
+    server = EmbeddedServer(ctx.settings.home)
+    click.echo(_describe(server, server.ensure_running(auth=auth)))
 
 
 @db.command("status")
@@ -33,11 +47,12 @@ def status(ctx: Context) -> None:
         reg = ctx.registry
         click.echo(f"external database {redact(reg.uri)}, database '{reg.database}': reachable")
         return
-    state = EmbeddedServer(ctx.settings.home).status()
+    server = EmbeddedServer(ctx.settings.home)
+    state = server.status()
     if state is None:
         click.echo(f"embedded database not running (home {ctx.settings.home})")
         raise SystemExit(1)
-    click.echo(f"embedded database running: {state.uri} (pid {state.pid}, data in {state.storage})")
+    click.echo(_describe(server, state))
 
 
 @db.command("stop")

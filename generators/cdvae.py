@@ -31,7 +31,9 @@ import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from generators.base import Generator
+from registry.readers import MAX_FILE_BYTES
 from registry.records import Record
+from registry.validity import MAX_SITES
 from schemas.structure import Origin, OriginKind
 
 ARRAY_KEYS = ("frac_coords", "atom_types", "lengths", "angles", "num_atoms")
@@ -101,8 +103,13 @@ def load_samples(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], str
     evaluate.py stores its settings), so loading never runs code from the file.
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit; "
+                         f"expected {EXPECTED}")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    _check_inflated_size(path, data)
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
         raw = _load_torch(path, data)
@@ -121,6 +128,17 @@ def load_samples(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], str
     if isinstance(raw.get("time"), int | float):
         settings["sampling_time_s"] = float(raw["time"])
     return arrays, settings, digest
+
+
+def _check_inflated_size(path: Path, data: bytes) -> None:
+    """.npz and .pt files are zip archives: refuse one whose members inflate beyond the size limit (a zip bomb)."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+    if inflated > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: its arrays inflate to {inflated / 2**20:.0f} MiB, over the "
+                         f"{MAX_FILE_BYTES // 2**20} MiB limit; expected {EXPECTED}")
 
 
 def _load_torch(path: Path, data: bytes) -> dict[str, Any]:
@@ -264,6 +282,8 @@ class CDVAESamples(Generator):
 
         if n <= 0:
             return reject(f"sample has {n} atoms")
+        if n > MAX_SITES:  # refused before a Structure of that size is built
+            return reject(f"sample has {n} atoms, more than the limit of {MAX_SITES}")
         if types is None:
             return reject(f"truncated file: the sample's atoms {start}..{stop - 1} lie beyond the {atoms} atoms "
                           "that atom_types and frac_coords hold")

@@ -41,6 +41,7 @@ from pymatgen.io.cif import CifWriter
 from pymongo import ReplaceOne
 
 from registry import __version__
+from registry.decoding import UntrustedModule, check_modules
 from registry.errors import RegistryError
 from registry.sets import compare_set, get_set, import_set, member_json, members
 from registry.stores import COLLECTIONS
@@ -509,6 +510,10 @@ def _check_document(path: str, collection: str, rid: str, doc: dict[str, Any]) -
                           f"{doc.get(key)!r}) in the documents of {rid}")
     if any(f in doc for f in LOCAL_FIELDS):
         raise BundleError(f"{path}: {collection} {doc[key]} carries {', '.join(f for f in LOCAL_FIELDS if f in doc)}")
+    try:
+        check_modules(doc)  # validating a structure field decodes its site properties with MontyDecoder
+    except UntrustedModule as exc:
+        raise BundleError(f"{path}: {collection} {doc[key]} {exc}") from None
     model = FailedDoc if doc.get("state") == "failed" else SCHEMAS[collection]
     try:
         model.model_validate(doc)

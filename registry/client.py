@@ -24,24 +24,38 @@ class Registry:
     >>> reg.count({"elements": "O"})          # structures containing oxygen
     >>> reg.find({"chemsys": "Mn-O"}, fields=["registry_id", "formula_pretty"])
     >>> store = reg.store("relaxed")          # a maggma MongoStore, e.g. for builders
+
+    Credentials and TLS options (see `registry.config`) go to every MongoClient it makes, stores included; on an
+    embedded server started with `--auth`, the admin user from its credentials file is used unless the
+    environment names a user. Writes are retryable (pymongo retries once on a network error or failover).
     """
 
     def __init__(self, uri: str | None = None, *, home: str | Path | None = None, database: str | None = None,
                  settings: Settings | None = None):
         self.settings = settings or Settings.resolve(db=uri, home=home, database=database)
+        self._client_options: dict[str, Any] = {"serverSelectionTimeoutMS": self.settings.timeout_ms,
+                                                "retryWrites": True, **self.settings.client_options()}
         if self.settings.db_uri:
             self.uri = self.settings.db_uri
         else:
-            self.uri = EmbeddedServer(self.settings.home).ensure_running().uri
+            server = EmbeddedServer(self.settings.home)
+            state = server.ensure_running()
+            self.uri = state.uri
+            if state.auth and "username" not in self._client_options and (admin := server.credentials("admin")):
+                self._client_options.update(username=admin.username, password=admin.password)
         self.database = database_name(self.uri, self.settings.database)
 
     def __repr__(self) -> str:
         return f"Registry({redact(self.uri)!r}, database={self.database!r})"
 
+    def client_options(self) -> dict[str, Any]:
+        """What every MongoClient on this registry needs beyond the URI (timeouts, retryable writes, credentials,
+        TLS): for clients made elsewhere, e.g. mongoengine's."""
+        return dict(self._client_options)
+
     @cached_property
     def client(self) -> MongoClient:
-        return MongoClient(self.uri, serverSelectionTimeoutMS=self.settings.timeout_ms, retryWrites=True,
-                           tz_aware=True)
+        return MongoClient(self.uri, tz_aware=True, **self._client_options)
 
     def ping(self) -> None:
         """Fail fast with one clear message when the database is not there."""
@@ -55,6 +69,7 @@ class Registry:
 
     def store(self, name: str, **kwargs: Any) -> RegistryStore:
         """A maggma store on a registry collection (not yet connected: builders connect and close their own)."""
+        kwargs["mongoclient_kwargs"] = {**self._client_options, **kwargs.get("mongoclient_kwargs", {})}
         return make_store(self.uri, self.database, name, timeout_ms=self.settings.timeout_ms, **kwargs)
 
     def ensure_indexes(self, names: Iterable[str] | None = None) -> None:

@@ -1,4 +1,9 @@
-"""Where the registry's database is: `--db URI`, else `REGISTRY_DB`, else an embedded server under `REGISTRY_HOME`."""
+"""Where the registry's database is: `--db URI`, else `REGISTRY_DB`, else an embedded server under `REGISTRY_HOME`.
+
+Credentials come from the URI (`mongodb://user:pass@host/db`) or from `REGISTRY_USERNAME`/`REGISTRY_PASSWORD`;
+TLS from the URI (`?tls=true&tlsCAFile=...`) or from `REGISTRY_TLS`, `REGISTRY_TLS_CA_FILE` and
+`REGISTRY_TLS_CERTIFICATE_KEY_FILE`. All of them reach pymongo's MongoClient unchanged; none is ever printed.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pymongo.uri_parser import parse_uri
 
@@ -21,6 +27,9 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME))
     database: str | None = None
     timeout_ms: int = 5000
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: tuple[tuple[str, Any], ...] = ()  # (MongoClient option, value) pairs
 
     @classmethod
     def resolve(cls, db: str | None = None, home: str | Path | None = None, database: str | None = None) -> Settings:
@@ -30,7 +39,30 @@ class Settings:
             home=Path(home or os.environ.get("REGISTRY_HOME") or DEFAULT_HOME).absolute(),
             database=database or os.environ.get("REGISTRY_DATABASE") or None,
             timeout_ms=int(os.environ.get("REGISTRY_TIMEOUT_MS", "5000")),
+            username=os.environ.get("REGISTRY_USERNAME") or None,
+            password=os.environ.get("REGISTRY_PASSWORD") or None,
+            tls=_tls_from_environment(),
         )
+
+    def client_options(self) -> dict[str, Any]:
+        """MongoClient keyword arguments beyond the URI: credentials and TLS from the environment, if set."""
+        options: dict[str, Any] = dict(self.tls)
+        if self.username:
+            options.update(username=self.username, password=self.password)
+        return options
+
+
+_TLS_ENVIRONMENT = {"REGISTRY_TLS": "tls", "REGISTRY_TLS_CA_FILE": "tlsCAFile",
+                    "REGISTRY_TLS_CERTIFICATE_KEY_FILE": "tlsCertificateKeyFile"}
+
+
+def _tls_from_environment() -> tuple[tuple[str, Any], ...]:
+    options = []
+    for variable, option in _TLS_ENVIRONMENT.items():
+        value = os.environ.get(variable)
+        if value:
+            options.append((option, value.strip().lower() in ("1", "true", "yes") if option == "tls" else value))
+    return tuple(options)
 
 
 def database_name(uri: str, default: str | None = None) -> str:

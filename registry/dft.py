@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from bson import json_util
 from monty.io import zopen
-from monty.json import MontyDecoder, jsanitize
+from monty.json import jsanitize
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymongo import UpdateOne
 
 from registry import __version__
+from registry.decoding import check_modules, decode
 from registry.errors import RegistryError
+from registry.readers import MAX_FILE_BYTES
 from schemas.base import to_mongo
 from schemas.dft import CalcKind, DftDoc, DftLink, DftSource, LinkMethod
 from schemas.stage import State
@@ -241,6 +243,9 @@ def read_results(path: Path) -> list[DftResult]:
     read becomes a failed result, never an exception."""
     path = Path(path).resolve()
     kind = result_kind(path)
+    if kind and (size := path.stat().st_size) > MAX_FILE_BYTES:
+        source = DftSource(path=str(path), kind="vasprun" if kind == "vasprun" else "entry")
+        return [DftResult(source, error=f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")]
     if kind == "vasprun":
         return [read_vasprun(path)]
     if kind == "json":
@@ -287,8 +292,11 @@ def read_vasprun(path: Path) -> DftResult:
 def read_json(path: Path) -> list[DftResult]:
     try:
         with zopen(path, mode="rt", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except Exception as exc:  # truncated or not JSON
+            text = fh.read(MAX_FILE_BYTES + 1)  # bounded: a gzip bomb stops at the limit
+        if len(text) > MAX_FILE_BYTES:
+            raise ValueError(f"decompressed JSON is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+        data = json.loads(text)
+    except Exception as exc:  # truncated, not JSON, or too big
         return [DftResult(DftSource(path=str(path), kind="entry"),
                           error=f"cannot read JSON: {type(exc).__name__}: {str(exc)[:200]}")]
     objects = data if isinstance(data, list) else [data]
@@ -312,10 +320,11 @@ def _json_result(obj: Any, path: Path, index: int | None) -> DftResult | None:
                        entry_id=str(entry_dict["entry_id"]) if entry_dict.get("entry_id") is not None else None,
                        task_id=str(task["task_id"]) if task and task.get("task_id") is not None else None)
     try:
-        entry = MontyDecoder().process_decoded(entry_dict)
+        entry = decode(entry_dict)
         if task is not None and not isinstance(entry, ComputedStructureEntry):
             structure = (task.get("output") or {}).get("structure") or task.get("structure")
             if structure:
+                check_modules(structure)  # Structure.from_dict decodes site properties with MontyDecoder
                 entry = ComputedStructureEntry(Structure.from_dict(structure), entry.uncorrected_energy,
                                                energy_adjustments=entry.energy_adjustments,
                                                parameters=entry.parameters, data=entry.data, entry_id=entry.entry_id)

@@ -16,16 +16,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from monty.json import MontyDecoder
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
-from pymatgen.io.cif import CifParser
+from pymatgen.io.cif import CifFile, CifParser
 
+from registry.decoding import check_modules, decode
 from registry.errors import RegistryError
 from registry.records import Record
+from registry.validity import MAX_SITES
 from schemas.structure import Origin, OriginKind
 
 MAX_FILE_BYTES = 256 * 2**20  # a single input file larger than this is refused, not read into memory
+MAX_CIF_LINES = 20 * MAX_SITES  # room for displacement and bond loops; bounds the CIF lexer's work
+MAX_EXPANDED_SITES = 4 * MAX_SITES  # atom sites x symmetry operations, before duplicates merge
 STRUCTURE_SUFFIXES = (".cif", ".csv", ".json", ".json.gz")
 
 # Column names (lower case) in CSV inputs that carry reference properties, mapped to the registry's names.
@@ -61,18 +64,50 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _cif_size_problem(text: str, parser: CifParser) -> str | None:
+    """Why a CIF is too big to parse, judged before pymatgen's site merging (quadratic in the sites that the
+    symmetry operations generate): a 10^6-atom cell, or a few atoms times many operations, would hang it."""
+    for name, block in CifFile.from_str(text).data.items():
+        rows = max((len(v) if isinstance(v, list) else 1 for k, v in block.data.items()
+                    if k.lower() in ("_atom_site_fract_x", "_atom_site_cartn_x")), default=0)
+        if rows > MAX_SITES:
+            return f"CIF block {name!r} lists {rows} atom sites, more than the limit of {MAX_SITES}"
+        try:
+            ops = len(parser.get_symops(block))
+        except Exception:  # an unreadable symmetry is parse_structures' error to report
+            ops = 1
+        if rows * ops > MAX_EXPANDED_SITES:
+            return (f"CIF block {name!r} expands to up to {rows * ops} sites ({rows} atom sites x {ops} symmetry "
+                    f"operations), more than the limit of {MAX_EXPANDED_SITES}")
+    return None
+
+
 def parse_cif(text: str) -> list[Structure]:
-    """All structures in a CIF; raises ValueError with pymatgen's reason when none can be read."""
+    """All structures in a CIF; raises ValueError with pymatgen's reason when none can be read, or when the CIF is
+    too big to be a crystal this registry holds (checked before the costly parsing)."""
+    lines = text.count("\n") + 1
+    if lines > MAX_CIF_LINES:
+        raise ValueError(f"CIF has {lines} lines, more than the {MAX_CIF_LINES} allowed")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            structures = CifParser.from_str(text).parse_structures(primitive=False, on_error="raise")
+            parser = CifParser.from_str(text)
+            problem = _cif_size_problem(text, parser)
+            structures = [] if problem else parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:  # pymatgen raises many types for bad CIFs
             detail = "; ".join(str(w.message) for w in caught[:2])
-            raise ValueError(f"unreadable CIF: {exc or type(exc).__name__}{' (' + detail + ')' if detail else ''}") from None
+            reason = f"{exc or type(exc).__name__}{' (' + detail + ')' if detail else ''}"
+            raise ValueError(f"unreadable CIF: {_shorten(reason)}") from None
+    if problem:
+        raise ValueError(problem)
     if not structures:
         raise ValueError("CIF holds no structure")
     return structures
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    """pymatgen's messages can list every site of a big CIF; a reason should fit on a line or two."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def iter_input_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -178,15 +213,19 @@ def read_json(path: Path, source: str = "json", kind: OriginKind = OriginKind.mi
             return
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the decoder allows
         yield Record.reject(_origin(kind, source, path.stem, path), f"not valid JSON: {exc}",
                             raw=raw[:500].decode(errors="replace"))
         return
     items = data if isinstance(data, list) else [data]
     for i, item in enumerate(items):
         origin = _origin(kind, source, path.stem if len(items) == 1 else f"{path.stem}#{i}", path, i)
+        if (sites := _site_count(item)) > MAX_SITES:  # refused before pymatgen builds them
+            yield Record.reject(origin, f"item {i} has {sites} sites, more than the limit of {MAX_SITES}")
+            continue
         try:
-            obj = MontyDecoder().process_decoded(item) if _is_pymatgen(item) else Structure.from_dict(item)
+            check_modules(item)  # Structure.from_dict decodes site properties with MontyDecoder too
+            obj = decode(item) if _is_pymatgen(item) else Structure.from_dict(item)
         except Exception as exc:  # a dict of the wrong shape raises KeyError, TypeError, ValueError, ...
             yield Record.reject(origin, f"item {i} is not a structure or entry: {type(exc).__name__}: {exc}",
                                 raw=json.dumps(item)[:500])
@@ -194,8 +233,16 @@ def read_json(path: Path, source: str = "json", kind: OriginKind = OriginKind.mi
         yield _entry_record(obj, origin)
 
 
+def _site_count(item: Any) -> int:
+    """Sites of a Structure dict, or of the structure of an entry dict."""
+    if isinstance(item, dict) and isinstance(item.get("structure"), dict):
+        item = item["structure"]
+    sites = item.get("sites") if isinstance(item, dict) else None
+    return len(sites) if isinstance(sites, list) else 0
+
+
 def _is_pymatgen(item: Any) -> bool:
-    """Decode only pymatgen's own classes: MontyDecoder would import any module an @module names."""
+    """An MSONable pymatgen object (entry or structure) rather than a bare Structure dict."""
     return isinstance(item, dict) and str(item.get("@module", "")).startswith("pymatgen.")
 
 

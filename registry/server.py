@@ -3,6 +3,12 @@
 It is started, never imported: SecantusDB is GPL-2.0 and talks to us only over the MongoDB wire protocol, like any
 MongoDB server. Its WiredTiger storage takes an exclusive lock, so one server per home is shared by every
 `registry` command; a file lock makes "find it running, or start it" safe when two commands start at once.
+
+With `auth`, the server requires SCRAM authentication. SecantusDB provisions users over an unauthenticated
+connection, so the first authenticated start runs the server once without `--auth` (on a fresh port, for a
+moment), creates an admin and a read-only user with random passwords, writes them to `credentials.json` (mode
+0600) and restarts with `--auth`. From then on the home always starts with `--auth`: auth cannot be lost by a
+stop and a plain restart.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,10 +25,24 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from registry.errors import DatabaseUnavailable
+
+USERS = {  # role in this registry -> (user name, MongoDB roles)
+    "admin": ("registry-admin", [{"role": "root", "db": "admin"}]),
+    "reader": ("registry-reader", [{"role": "readAnyDatabase", "db": "admin"}]),
+}
+USER_EXISTS = 51003
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A database user; the password is never part of the repr."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass
@@ -86,6 +107,7 @@ class EmbeddedServer:
         self.storage = self.home / "db"
         self.state_file = self.home / "server.json"
         self.log_file = self.home / "server.log"
+        self.credentials_file = self.home / "credentials.json"
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -110,16 +132,61 @@ class EmbeddedServer:
             return state
         return None
 
+    def credentials(self, role: str = "admin") -> Credentials | None:
+        """The user `registry db start --auth` made for `role` ("admin" or "reader"), if this home has one."""
+        try:
+            return Credentials(**json.loads(self.credentials_file.read_text())[role])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
     def ensure_running(self, auth: bool = False, wait_s: float = 60.0) -> ServerState:
-        """Use the running server or start one; safe to call from several processes at once."""
+        """Use the running server or start one; safe to call from several processes at once. `auth` (or a home
+        that was ever started with it) requires authentication; a running server without it is restarted."""
         state = self.status()
-        if state:
+        if state and (state.auth or not (auth or self.credentials_file.exists())):
             return state
         with self._lock():
-            return self.status() or self._start(auth=auth, wait_s=wait_s)
+            auth = auth or self.credentials_file.exists()
+            state = self.status()
+            if state and (state.auth or not auth):
+                return state
+            if state:
+                self._terminate(state, wait_s=30.0)
+            if auth and not self.credentials_file.exists():
+                self._provision(wait_s)
+            return self._start(auth=auth, wait_s=wait_s)
 
-    def _start(self, auth: bool, wait_s: float) -> ServerState:
+    def _provision(self, wait_s: float) -> None:
+        """Create the admin and read-only users on a briefly unauthenticated server, then stop it."""
+        import pymongo
+        from pymongo.errors import OperationFailure
+
+        state = self._start(auth=False, wait_s=wait_s, record=False)
+        users = {role: Credentials(name, secrets.token_urlsafe(24)) for role, (name, _) in USERS.items()}
+        try:
+            with pymongo.MongoClient(state.uri, serverSelectionTimeoutMS=int(wait_s * 1000)) as client:
+                for role, user in users.items():
+                    roles = USERS[role][1]
+                    try:
+                        client.admin.command("createUser", user.username, pwd=user.password, roles=roles)
+                    except OperationFailure as exc:  # a home whose credentials file was deleted: new passwords
+                        if exc.code != USER_EXISTS:
+                            raise
+                        client.admin.command("updateUser", user.username, pwd=user.password, roles=roles)
+        finally:
+            self._terminate(state, wait_s=30.0)
+        tmp = self.credentials_file.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({role: asdict(user) for role, user in users.items()}, fh)
+        tmp.replace(self.credentials_file)
+
+    def _start(self, auth: bool, wait_s: float, record: bool = True) -> ServerState:
+        """Start the daemon; `record=False` (provisioning) keeps it out of the state file other commands read."""
         self.storage.mkdir(parents=True, exist_ok=True)
+        if auth:  # the data files would bypass authentication if others could read them
+            self.storage.chmod(0o700)
         port = _free_port(self.host)
         cmd = [_daemon_executable(), "--host", self.host, "--port", str(port),
                "--storage-path", str(self.storage), "--log-level", "WARNING"]
@@ -136,9 +203,10 @@ class EmbeddedServer:
             if _accepts(self.host, port):
                 state = ServerState(pid=proc.pid, host=self.host, port=port, storage=str(self.storage),
                                     started=time.time(), auth=auth)
-                tmp = self.state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps(asdict(state)))
-                tmp.replace(self.state_file)
+                if record:
+                    tmp = self.state_file.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(asdict(state)))
+                    tmp.replace(self.state_file)
                 return state
             time.sleep(0.1)
         proc.kill()
@@ -155,14 +223,18 @@ class EmbeddedServer:
             if state is None or not _alive(state.pid):
                 self.state_file.unlink(missing_ok=True)
                 return False
-            os.kill(state.pid, signal.SIGTERM)
-            deadline = time.monotonic() + wait_s
-            while _alive(state.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(state.pid):
-                os.kill(state.pid, signal.SIGKILL)
-            self.state_file.unlink(missing_ok=True)
+            self._terminate(state, wait_s)
             return True
+
+    def _terminate(self, state: ServerState, wait_s: float) -> None:
+        """SIGTERM, then SIGKILL after `wait_s`; forget the state file."""
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while _alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(state.pid):
+            os.kill(state.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
 
     def _log_tail(self, lines: int = 3) -> str:
         try:

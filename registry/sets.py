@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import mongoengine
 from bson import json_util
-from mongoengine.errors import NotUniqueError, ValidationError
+from mongoengine.errors import NotUniqueError, OperationError, ValidationError
 from pymongo.errors import OperationFailure
 
 from registry.errors import RegistryError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from registry.client import Registry
 
 RANK_ORDER = [("passed", -1), ("score", -1)]
+UNAUTHORIZED = 13
 
 
 @dataclass
@@ -54,12 +55,12 @@ class SetDiff:
 
 def _with_database(uri: str, database: str) -> str:
     """The URI naming `database`: mongoengine takes the database from the URI's path over its `db` argument.
-    A path database that was also the authentication database stays so, through authSource."""
+    The authentication database stays what the URI made it, through authSource: its path database, else admin."""
     parts = urlsplit(uri)
     options = parse_qsl(parts.query, keep_blank_values=True)
     path_db = parts.path.lstrip("/")
-    if path_db and path_db != database and not any(k.lower() == "authsource" for k, _ in options):
-        options.append(("authSource", path_db))
+    if path_db != database and not any(k.lower() == "authsource" for k, _ in options):
+        options.append(("authSource", path_db or "admin"))
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", urlencode(options), parts.fragment))
 
 
@@ -70,16 +71,22 @@ def candidate_sets(reg: Registry) -> Iterator[type[CandidateSet]]:
     Each database gets its own mongoengine connection alias, so several registries (tests, a bundle import) can
     be used in one process. mongoengine's `switch_db` cannot be used: it first opens the class's default alias.
     """
-    alias = "registry-" + hashlib.sha256(f"{reg.uri}\x1f{reg.database}".encode()).hexdigest()[:16]
-    mongoengine.connect(alias=alias, host=_with_database(reg.uri, reg.database), tz_aware=True,
-                        serverSelectionTimeoutMS=reg.settings.timeout_ms)
-    previous = CandidateSet._meta["db_alias"]
-    CandidateSet._meta["db_alias"] = alias
+    options = reg.client_options()
+    alias = "registry-" + hashlib.sha256(f"{reg.uri}\x1f{reg.database}\x1f{options.get('username')}".encode()
+                                         ).hexdigest()[:16]
+    mongoengine.connect(alias=alias, host=_with_database(reg.uri, reg.database), tz_aware=True, **options)
+    previous = CandidateSet._meta["db_alias"], CandidateSet._meta.get("auto_create_index", True)
+    CandidateSet._meta.update(db_alias=alias, auto_create_index=False)
     CandidateSet._collection = None
     try:
+        try:
+            CandidateSet.ensure_indexes()
+        except OperationFailure as exc:  # a read-only user reads without them; its writes fail on their own
+            if exc.code != UNAUTHORIZED:
+                raise
         yield CandidateSet
     finally:
-        CandidateSet._meta["db_alias"] = previous
+        CandidateSet._meta.update(db_alias=previous[0], auto_create_index=previous[1])
         CandidateSet._collection = None
 
 
@@ -167,6 +174,8 @@ def _save(candidate_set: CandidateSet) -> None:
         raise RegistryError(f"a set named {candidate_set.name!r} already exists") from None
     except ValidationError as exc:
         raise RegistryError(f"set {candidate_set.name!r} is not valid: {exc}") from None
+    except OperationError as exc:  # mongoengine's wrapper of a database error, e.g. a read-only user's insert
+        raise RegistryError(f"cannot save set {candidate_set.name!r}: {exc}") from None
 
 
 def _commit(sets: type[CandidateSet], current: CandidateSet, members: list[SetMember], change: str,
@@ -177,8 +186,11 @@ def _commit(sets: type[CandidateSet], current: CandidateSet, members: list[SetMe
     version = SetVersion(number=number, created_at=now, author=author, change=change, added=added, removed=removed,
                          members=members)
     version.validate()
-    updated = sets.objects(id=current.id, version=current.version).update_one(
-        push__versions=version, set__version=number, set__updated_at=now)
+    try:
+        updated = sets.objects(id=current.id, version=current.version).update_one(
+            push__versions=version, set__version=number, set__updated_at=now)
+    except OperationError as exc:
+        raise RegistryError(f"cannot update set {current.name!r}: {exc}") from None
     if not updated:
         raise RegistryError(f"set {current.name!r} was changed by someone else meanwhile; try again")
     return sets.objects(id=current.id).first()
