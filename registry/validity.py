@@ -7,15 +7,20 @@ Structure validity: every interatomic distance >= 0.5 Å and a cell volume >= 0.
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
 from pymatgen.core import Composition, Structure
 from smact.screening import smact_validity
 
+# SMACT warns once per noble gas that it has no Pauling electronegativity; the test then fails those, as CDVAE's did.
+warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
+
 MIN_DISTANCE = 0.5  # Å, CDVAE's cutoff
 MIN_VOLUME = 0.1  # Å^3, CDVAE's cutoff
 MAX_SITES = 1000  # larger cells are refused before any O(N^2) work: this registry holds crystals, not slabs
+MAX_LENGTH = 100.0  # Å; pymatgen's neighbour search grids the cell in r-sized cubes: a 500 Å cell takes 4 GB
 
 
 @lru_cache(maxsize=65536)
@@ -46,6 +51,8 @@ def structure_problem(structure: Structure, max_sites: int = MAX_SITES) -> str |
     volume = structure.volume
     if not np.isfinite(volume) or volume < MIN_VOLUME:
         return f"cell volume {volume:.3g} Å^3 is below {MIN_VOLUME} Å^3"
+    if max(structure.lattice.abc) > MAX_LENGTH:
+        return f"a lattice vector is longer than {MAX_LENGTH:g} Å: not a crystal cell this registry holds"
     if min(structure.lattice.abc) < MIN_DISTANCE:
         return f"a lattice vector is shorter than {MIN_DISTANCE} Å: every atom is that close to its own image"
     centers, _, _, distances = structure.get_neighbor_list(r=MIN_DISTANCE)
