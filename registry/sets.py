@@ -134,7 +134,8 @@ def create_set(reg: Registry, name: str, filter: Mapping[str, Any] | None = None
                ion: str = "Mg", top: int | None = None, description: str = "",
                author: str | None = None) -> CandidateSet:
     """A new set (version 1) of the candidates matching `filter` under `preset` and `ion`, best first
-    (passed, then score), at most `top` of them."""
+    (passed, then score), at most `top` of them. Creating it again with the same definition refreshes it: a new
+    version if the members changed, nothing otherwise; another definition under the same name is an error."""
     _check_name(name)
     try:
         get_preset(preset)
@@ -152,13 +153,23 @@ def create_set(reg: Registry, name: str, filter: Mapping[str, Any] | None = None
         raise RegistryError(f"the database refused the query: {exc}") from None
     now = datetime.now(UTC)
     members = [member_from_candidate(d, ion, author=author, now=now) for d in docs]
+    query_text = json_util.dumps(dict(filter or {}), sort_keys=True)
     with candidate_sets(reg) as sets:
-        if sets.objects(name=name).first() is not None:
-            raise RegistryError(f"a set named {name!r} already exists; choose another name or add to it "
-                                "(registry sets add)")
+        existing = sets.objects(name=name).first()
+        if existing is not None:
+            if (existing.query, existing.preset, existing.ion, existing.top) != (query_text, preset, ion, top):
+                raise RegistryError(f"a set named {name!r} already exists with another query; choose another name "
+                                    "or add to it (registry sets add)")
+            # the same definition again: a re-run refreshes the set, making a version only if its members changed
+            old_ids = [m.registry_id for m in existing.versions[-1].members]
+            new_ids = [m.registry_id for m in members]
+            if old_ids == new_ids:
+                return existing
+            return _commit(sets, existing, members, "refresh", [i for i in new_ids if i not in old_ids],
+                           [i for i in old_ids if i not in new_ids], author)
         candidate_set = sets(
             name=name, description=description, author=author, preset=preset, ion=ion,
-            query=json_util.dumps(dict(filter or {}), sort_keys=True), top=top, version=1, created_at=now,
+            query=query_text, top=top, version=1, created_at=now,
             updated_at=now,
             versions=[SetVersion(number=1, created_at=now, author=author, change="create",
                                  added=[m.registry_id for m in members], members=members)],

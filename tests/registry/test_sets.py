@@ -96,3 +96,21 @@ def test_sets_live_in_the_registry_database_even_when_the_uri_names_another(regi
     create_set(named_elsewhere, "empty")
     assert registry.count(collection="candidate_sets") == 1
     assert "not_this_one" not in registry.client.list_database_names()
+
+
+def test_creating_a_set_again_with_the_same_definition_refreshes_it(seeded):
+    registry, ids = seeded
+    first = create_set(registry, "again", {"passed": True}, top=2)
+    same = create_set(registry, "again", {"passed": True}, top=2)
+    assert same.version == first.version == 1  # nothing changed: no new version
+    coll = registry.collection("candidates")
+    outsider = coll.find_one({"registry_id": {"$nin": [m.registry_id for m in first.versions[-1].members]},
+                              "preset": "tunnel", "ion": "Mg"})
+    coll.update_one({"_id": outsider["_id"]}, {"$set": {"passed": True, "score": 1e6}})
+    try:
+        refreshed = create_set(registry, "again", {"passed": True}, top=2)
+    finally:
+        coll.replace_one({"_id": outsider["_id"]}, outsider)
+    assert refreshed.version == 2 and refreshed.versions[-1].change == "refresh"
+    assert refreshed.versions[-1].members[0].registry_id == outsider["registry_id"]
+    assert refreshed.versions[-1].added == [outsider["registry_id"]]
