@@ -77,7 +77,7 @@ class SetVersion(EmbeddedDocument):
     number = IntField(required=True, min_value=1)
     created_at = DateTimeField(required=True)
     author = StringField()
-    change = StringField(required=True, choices=("create", "add", "remove", "note", "import"))
+    change = StringField(required=True, choices=("create", "add", "remove", "note", "import", "refresh"))
     added = ListField(StringField())
     removed = ListField(StringField())
     members = EmbeddedDocumentListField(SetMember)
