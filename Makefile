@@ -17,10 +17,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+OUT ?= out
+AKAGANEITE := $(SAMPLE)/tunnel_references/beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif
+
+# The discovery loop on shipped data. Every step is incremental: running it again redoes nothing.
 demo: install
 	$(BIN)/registry db start
 	$(BIN)/registry ingest $(SAMPLE)/mp20 $(SAMPLE)/tunnel_references
+	$(BIN)/registry generate cdvae $(SAMPLE)/cdvae/eval_gen_arrays.npz --filter oxides --limit 400
+	$(BIN)/registry generate substitute --prototype $(AKAGANEITE) --max-per-parent 12
+	$(BIN)/registry build all --workers 2 --steps 300
+	$(BIN)/registry sets create demo-top --top 10 -d "best Mg-host candidates of the demo run" --author make-demo
+	$(BIN)/registry sets export demo-top $(OUT)/demo-top.tar.gz
+	$(BIN)/registry report $(OUT)/report.html --set demo-top
 	$(BIN)/registry stats
+	@echo "database: $(REGISTRY_HOME) (registry db status); set bundle: $(OUT)/demo-top.tar.gz; report: $(OUT)/report.html"
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10

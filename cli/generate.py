@@ -167,10 +167,11 @@ def cdvae(ctx: Context, samples: Path, preset: str | None, elements: str | None,
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
 @pass_context
 def llm(ctx: Context, model_dir: Path, n: int, prompt: str | None, composition: str | None, band_gap: float | None,
         e_form: float | None, temperature: float, top_p: float, max_new_tokens: int, batch_size: int,
-        seed: int) -> None:
+        seed: int, device: str | None) -> None:
     """Sample crystals from a fine-tuned language model; unparsable samples are kept as rejects with the reason."""
     from generators.llm import LLMGenerator
 
@@ -178,7 +179,7 @@ def llm(ctx: Context, model_dir: Path, n: int, prompt: str | None, composition: 
     try:
         generator = LLMGenerator(model_dir, n=n, prompt=prompt, composition=composition, properties=properties or None,
                                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, device=device)
     except (ValueError, OSError) as exc:
         raise RegistryError(f"cannot sample from {model_dir}: {exc}") from None
     run_and_report(ctx, generator, lambda: f"samples {n} from {model_dir.name} (version {generator.version})")
