@@ -1,0 +1,180 @@
+"""Potentials, the model check and the relaxer, on CHGNet (offline, weights in the package)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from registry.potentials import (
+    MODEL_CHECK_TOLERANCE,
+    Evaluation,
+    ModelCheckError,
+    Potential,
+    PotentialLoadError,
+    check_potential,
+    load_potential,
+    model_check_references,
+)
+from registry.relaxation import RelaxSettings, relax_batch, relax_many
+
+DATA = Path("/work/shared/data")
+LEGACY_M3GNET = DATA / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a busy machine two torch threads run these small graphs 10-30x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def chgnet() -> Potential:
+    return load_potential("chgnet")
+
+
+def reference(material_id: str) -> Structure:
+    return next(r["structure"] for r in model_check_references() if r["material_id"] == material_id)
+
+
+def rattled(material_id: str, seed: int = 0) -> Structure:
+    return reference(material_id).perturb(0.1, seed=seed)
+
+
+def test_chgnet_passes_the_model_check_and_the_result_is_cached(chgnet):
+    report = check_potential(chgnet)
+    assert report.passed
+    assert len(report.rows) == len(model_check_references()) >= 3
+    assert report.max_abs_error <= MODEL_CHECK_TOLERANCE
+    assert check_potential(chgnet) is report
+    assert load_potential("chgnet") is chgnet
+    assert "model 0.3.0" in chgnet.version
+
+
+@pytest.mark.skipif(not LEGACY_M3GNET.is_dir(), reason="shared legacy matgl weights not present")
+def test_legacy_matgl_m3gnet_loads_but_is_refused():
+    legacy = load_potential(f"matgl:{LEGACY_M3GNET}")
+    with pytest.raises(ModelCheckError, match=r"MnO2 \(mp-510408\): expected -8\.128"):
+        check_potential(legacy)
+
+
+def test_hub_names_and_unknown_specs_fail_with_a_reason():
+    with pytest.raises(PotentialLoadError, match="not a local model folder"):
+        load_potential("matgl:TensorNet-MatPES-PBE-v2025.1-PES")
+    with pytest.raises(PotentialLoadError, match="unknown potential spec"):
+        load_potential("mace")
+
+
+@pytest.mark.skipif(not (DATA / "mp20_sample").is_dir(), reason="shared MP-20 sample not present")
+def test_reference_energies_are_formation_energy_plus_elemental_references():
+    import pandas as pd
+
+    rows = pd.concat(pd.read_csv(DATA / "mp20_sample" / f"{s}.csv") for s in ("train", "val", "test"))
+    path = DATA / "matbench_discovery" / "2023-02-07-mp-elemental-reference-entries.json.gz"
+    elements = json.loads(gzip.open(path).read())
+    for ref in model_check_references():
+        row = rows[rows.material_id == ref["material_id"]].iloc[0]
+        composition = ref["structure"].composition
+        assert row.cif == ref["cif"]
+        e_ref = sum(composition.get_atomic_fraction(el) * elements[el.symbol]["energy"]
+                    / sum(elements[el.symbol]["composition"].values()) for el in composition)
+        assert ref["energy_per_atom"] == pytest.approx(row.formation_energy_per_atom + e_ref, abs=1e-5)
+
+
+def test_batched_evaluation_matches_the_ase_calculator(chgnet):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = [AseAtomsAdaptor.get_atoms(rattled(m)) for m in ("mp-550206", "mp-1008634")]
+    batched = chgnet.evaluate(atoms)
+    for a, ev in zip(atoms, batched, strict=True):
+        a.calc = chgnet.calculator()
+        assert ev.energy == pytest.approx(a.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(ev.forces, a.get_forces(), atol=1e-4)
+        np.testing.assert_allclose(ev.stress, a.get_stress(), atol=1e-5)
+
+
+def test_relaxing_a_rattled_crystal_lowers_its_energy(chgnet):
+    result = chgnet.relax(rattled("mp-550206"), steps=100)
+    assert result.status == "converged" and result.converged
+    assert result.final_energy_per_atom < result.initial_energy_per_atom
+    assert 0 < result.steps < 100
+    assert result.max_force < 0.1
+    assert result.rmsd is not None and result.rmsd < 0.2
+    assert abs(result.volume_change) < 0.1
+    assert result.structure.composition == reference("mp-550206").composition
+    assert json.dumps(result.as_dict())  # storable as is
+
+
+def test_running_out_of_steps_is_recorded_not_raised(chgnet):
+    result = chgnet.relax(rattled("mp-510408"), steps=2)
+    assert result.status == "unconverged" and not result.converged
+    assert result.steps == 2
+    assert "after 2 steps" in result.reason
+
+
+def test_a_cell_that_blows_up_is_stopped_as_exploded(chgnet):
+    squeezed = reference("mp-1008634")
+    squeezed.scale_lattice(squeezed.volume * 0.6)
+    result = chgnet.relax(squeezed, settings=RelaxSettings(max_volume_factor=1.2))
+    assert result.status == "exploded"
+    assert "volume changed" in result.reason
+    assert result.steps < 500
+
+
+class NaNAfter(Potential):
+    """Wraps a potential and turns its energies into NaN from the `n`-th evaluation on."""
+
+    def __init__(self, inner: Potential, n: int):
+        self.inner, self.n, self.calls = inner, n, 0
+        self.spec, self.name, self.version, self.device = "test", "nan", "0", "cpu"
+
+    def calculator(self):
+        return self.inner.calculator()
+
+    def evaluate(self, atoms):
+        self.calls += 1
+        out = self.inner.evaluate(atoms)
+        return out if self.calls < self.n else [Evaluation(math.nan, e.forces, e.stress) for e in out]
+
+
+def test_nan_energies_stop_the_relaxation_as_exploded(chgnet):
+    result = NaNAfter(chgnet, 3).relax(rattled("mp-550206", seed=1))
+    assert result.status == "exploded"
+    assert result.reason == "energy is nan at step 2"
+    assert result.initial_energy_per_atom is not None and result.final_energy_per_atom is None
+
+
+def test_relax_many_keeps_order_and_returns_failures_in_place(chgnet):
+    isolated = Structure(Lattice.cubic(20.0), ["Mg"], [[0, 0, 0]])  # no neighbour within CHGNet's cutoff
+    overlapping = Structure(Lattice.cubic(3.0), ["Mg", "O"], [[0, 0, 0], [0, 0, 0]])
+    inputs = [rattled("mp-550206"), isolated, rattled("mp-1008634"), overlapping, rattled("mp-555891")]
+    results = relax_many(inputs, chgnet, RelaxSettings(steps=3), batch_size=4)
+    assert [r.status for r in results][1::2] == ["failed", "failed"]
+    assert "isolated atom" in results[1].reason
+    assert "closer than" in results[3].reason
+    for structure, result in zip(inputs[::2], results[::2], strict=True):
+        assert result.status in ("converged", "unconverged")
+        assert result.structure.composition == structure.composition
+
+
+@pytest.mark.slow
+def test_relax_many_over_two_worker_processes_matches_one_process(chgnet):
+    inputs = [rattled(m, seed=2) for m in ("mp-550206", "mp-1008634", "mp-555891")]
+    inputs.insert(1, Structure(Lattice.cubic(20.0), ["Mg"], [[0, 0, 0]]))
+    settings = RelaxSettings(steps=20)
+    here = relax_batch(inputs, chgnet, settings)
+    there = relax_many(inputs, "chgnet", settings, workers=2, batch_size=2)
+    assert [r.status for r in there] == [r.status for r in here]
+    for a, b in zip(here, there, strict=True):
+        if a.final_energy_per_atom is not None:
+            assert b.final_energy_per_atom == pytest.approx(a.final_energy_per_atom, abs=1e-3)
