@@ -10,20 +10,23 @@ pass the model check: a refused model stops the stage before anything is written
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maggma.core import Store
 from pymatgen.core import Structure
 
 from builders.group import _naive
 from builders.map import StageMapBuilder
-from registry.channels import DEFAULT_IONS
+from registry.channels import DEFAULT_IONS, working_ion
 from registry.hull import REFERENCE_QUERY, reference_entry, subsystems
 from registry.insertion import InsertionSettings, IonInsertion, insert
 from schemas.base import to_mongo
 from schemas.insertion import InsertionDoc
 from schemas.relaxed import PotentialInfo
 from schemas.stage import Provenance, State
+
+if TYPE_CHECKING:
+    from registry.potentials import Potential
 
 SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "admits", "report.channel_axis.uvw"]
 RELAXED_FIELDS = ["registry_id", "structure", "energy_per_atom", "status", "potential.spec"]
@@ -106,24 +109,31 @@ class InsertionBuilder(StageMapBuilder):
 
     # --- one framework ---
 
-    def _potential(self):
+    def process_item(self, item: dict) -> dict:
+        """The document, whatever happened to each ion. A refused model raises and stops the stage (maggma's
+        MapBuilder would store it as this framework's reason); anything else becomes the framework's reason."""
+        potential, info, provenance = self._context()
+        try:
+            return self._build(item, potential, info, provenance)
+        except Exception as exc:
+            return self._doc(item, info, provenance, {}, {}, f"insertion failed: {type(exc).__name__}: {exc}")
+
+    def unary_function(self, item: dict) -> dict:
+        return self._build(item, *self._context())
+
+    def _context(self) -> tuple[Potential, PotentialInfo, Provenance]:
         from registry.potentials import check_potential, load_potential
 
         potential = load_potential(self.potential, self.device)
-        return potential, check_potential(potential)  # ModelCheckError: the whole stage stops
-
-    def process_item(self, item: dict) -> dict:
-        """The document, whatever happened to each ion; only a refused model raises (MapBuilder's own path would
-        turn it into one framework's reason)."""
-        return self.unary_function(item)
-
-    def unary_function(self, item: dict) -> dict:
-        potential, report = self._potential()
+        report = check_potential(potential)  # ModelCheckError: the whole stage stops, nothing written
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
                              model_check_max_error=report.max_abs_error)
         provenance = Provenance(builder="insertion", model=potential.name, model_version=potential.version,
                                 parameters={"ions": self.ions, "potential": self.potential,
                                             "only_admitted": self.only_admitted, **self.settings.model_dump()})
+        return potential, info, provenance
+
+    def _build(self, item: dict, potential: Potential, info: PotentialInfo, provenance: Provenance) -> dict:
         prev = item.get("previous") or {}
         ions = {ion: IonInsertion.model_validate(r) for ion, r in (prev.get("ions") or {}).items()}
         skipped = {ion: why for ion, why in (prev.get("skipped_ions") or {}).items() if ion not in self.ions}
@@ -135,13 +145,14 @@ class InsertionBuilder(StageMapBuilder):
                 skipped[ion] = NOT_ADMITTED
             else:
                 todo.append(ion)
-        relaxed = item.get("relaxed")
-        if todo and (relaxed is None or relaxed.get("structure") is None):
-            return self._doc(item, info, provenance, ions, skipped, "no relaxed structure for this framework")
         if todo:
-            host = Structure.from_dict(relaxed["structure"])
-            same_model = (relaxed.get("potential") or {}).get("spec") == self.potential
-            host_energy = relaxed.get("energy_per_atom") if same_model and relaxed.get("status") == "converged" else None
+            try:
+                host, host_energy = self._host(item.get("relaxed"))
+            except Exception as exc:  # every ion fails for the framework's reason, and is not retried
+                model = f"{potential.name} [{potential.version}]"
+                ions |= {ion: IonInsertion(ion=str(working_ion(ion)), state="failed", error=str(exc), model=model,
+                                           settings=self.settings) for ion in todo}
+                todo = []
             uvw = ((item.get("report") or {}).get("channel_axis") or {}).get("uvw")
             refs = [reference_entry(r["formula_pretty"], r["reference"]["formation_energy_per_atom"],
                                     r["origin"]["source_id"]) for r in item["references"]]
@@ -149,6 +160,17 @@ class InsertionBuilder(StageMapBuilder):
                 ions[ion] = insert(host, ion, potential, self.settings, channel_uvw=uvw, references=refs,
                                    host_energy_per_atom=host_energy)
         return self._doc(item, info, provenance, ions, skipped)
+
+    def _host(self, relaxed: dict | None) -> tuple[Structure, float | None]:
+        """The relaxed framework, and its energy when the relax stage used this same potential and converged."""
+        if relaxed is None or relaxed.get("structure") is None:
+            raise ValueError("no relaxed structure for this framework")
+        try:
+            host = Structure.from_dict(relaxed["structure"])
+        except Exception as exc:
+            raise ValueError(f"unreadable relaxed structure: {type(exc).__name__}: {exc}") from None
+        same_model = (relaxed.get("potential") or {}).get("spec") == self.potential
+        return host, relaxed.get("energy_per_atom") if same_model and relaxed.get("status") == "converged" else None
 
     @staticmethod
     def _doc(item: dict, info: PotentialInfo, provenance: Provenance, ions: dict[str, IonInsertion],

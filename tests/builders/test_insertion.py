@@ -30,10 +30,12 @@ def frameworks(registry, shared_data):
     registry.collection("relaxed").insert_many([relaxed("akaganeite", akaganeite), relaxed("sno2", sno2)])
     everything = BuildOptions(ions=("Mg", "Ca"), exhaustive=True)  # no stability documents: analyse all
     run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)
-    doc = relaxed("sno2", sno2)
-    registry.collection("tunnels").replace_one({"registry_id": "sno2"}, {
-        **{k: doc[k] for k in ("registry_id", "state", "formula_pretty", "chemsys", "last_updated")},
-        "admits": {"Mg": True}, "report": {}})
+    for rid in ("sno2", "orphan", "broken"):  # orphan: no relaxed document; broken: an unreadable structure
+        doc = relaxed(rid, sno2)
+        registry.collection("tunnels").replace_one({"registry_id": rid}, {
+            **{k: doc[k] for k in ("registry_id", "state", "formula_pretty", "chemsys", "last_updated")},
+            "admits": {"Mg": True}, "report": {}}, upsert=True)
+    registry.collection("relaxed").insert_one({**relaxed("broken", sno2), "structure": {"lattice": "?"}})
     return registry
 
 
@@ -45,7 +47,7 @@ def builder(registry, ions, settings=QUICK, **kwargs) -> InsertionBuilder:
 def test_insertion_documents_and_reasons(frameworks):
     reg = frameworks
     report = run_builder(builder(reg, ["Mg"]), "insertion", progress=False)
-    assert (report.processed, report.failed) == (2, 1)
+    assert (report.processed, report.failed) == (4, 3)
     docs = {d["registry_id"]: d for d in reg.find(collection="insertion")}
 
     mg = docs["akaganeite"]["ions"]["Mg"]
@@ -64,11 +66,13 @@ def test_insertion_documents_and_reasons(frameworks):
     assert docs["akaganeite"]["potential"]["model_check_max_error"] < 0.1
 
     assert docs["sno2"]["state"] == "failed" and "no reducible transition metal" in docs["sno2"]["error"]
+    assert docs["orphan"]["error"] == "Mg: no relaxed structure for this framework"
+    assert docs["broken"]["error"].startswith("Mg: unreadable relaxed structure: ")
     assert run_builder(builder(reg, ["Mg"]), "insertion", progress=False).processed == 0
 
-    # asking for Ca as well completes both documents; Ca's channel is closed, Mg is kept as it was
+    # asking for Ca as well completes the documents; Ca's channel is closed, Mg is kept as it was
     again = run_builder(builder(reg, ["Mg", "Ca"]), "insertion", progress=False)
-    assert again.processed == 2
+    assert again.processed == 4
     after = reg.collection("insertion").find_one({"registry_id": "akaganeite"})
     assert after["skipped_ions"] == {"Ca": NOT_ADMITTED}
     assert after["ions"]["Mg"]["wall_s"] == mg["wall_s"]
