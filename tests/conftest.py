@@ -5,7 +5,6 @@ One server per test session; each test gets its own database on it, dropped afte
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +13,20 @@ import pytest
 
 from registry.client import Registry
 from registry.server import EmbeddedServer, ServerState
+from tests.paths import SHIPPED, shared_root
 from tests.seeded import seeded, seeded_registry  # noqa: F401  (fixtures shared by sets, bundle, report tests)
-
-SHARED = Path(os.environ.get("REGISTRY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data not found at {SHARED} (set REGISTRY_SHARED_DATA)")
-    return SHARED
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """../shared/data, or a stand-in made of the copies shipped in the repository."""
+    found = shared_root()
+    if found is not None:
+        return found
+    stand_in = tmp_path_factory.mktemp("shared-data")
+    for name, target in SHIPPED.items():
+        (stand_in / name).symlink_to(target, target_is_directory=True)
+    return stand_in
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import pytest
 from registry.build import run_builder
 from registry.pipeline import BuildOptions, make_builder
 from registry.potentials import ModelCheckError
+from tests.paths import require
 
 
 def run(reg, stage, options):
@@ -29,7 +30,7 @@ def test_relax_records_the_outcome_and_the_model(loaded, fast):
 
 def test_a_wrong_model_is_refused_and_nothing_is_written(loaded, fast, shared_data):
     run(loaded, "validate", fast)
-    legacy = shared_data / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES"
+    legacy = require(shared_data / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES")
     for stage, exhaustive in (("screen", False), ("relax", True)):  # exhaustive: relax without a screen first
         with pytest.raises(ModelCheckError, match="fails the model check"):
             run(loaded, stage, BuildOptions(steps=5, potential=f"matgl:{legacy}", scope={}, exhaustive=exhaustive))

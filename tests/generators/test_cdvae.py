@@ -14,6 +14,7 @@ from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import CDVAESamples, ElementFilter
 from registry.records import Record
+from tests.paths import require
 
 PAPER = "gaibm_2410.06433"
 
@@ -234,7 +235,7 @@ def test_the_papers_samples_all_parse(shared_data):
     assert sum(len(r.structure) for r in records) == 100_185
     assert sum("O" in r.structure.composition for r in records) == 2_933
 
-    pt = CDVAESamples(shared_data / PAPER / "eval_gen.pt", offset=9_990)
+    pt = CDVAESamples(require(shared_data / PAPER / "eval_gen.pt"), offset=9_990)
     tail = list(pt.generate(pt.run_id()))
     assert [r.origin.row for r in tail] == list(range(9_990, 10_000))
     assert all(same_structure(a.structure, b.structure) for a, b in zip(tail, records[9_990:], strict=True))

@@ -23,6 +23,7 @@ from registry.bandgap import (
 )
 from registry.ingest import Ingestor
 from registry.readers import read_path
+from tests.paths import require
 
 MP20 = Path(__file__).resolve().parents[2] / "registry" / "data" / "sample" / "mp20"
 LIGHT = {"Li", "Na", "Mg", "Al", "Si", "O", "F", "S", "Ti", "V", "Mn", "Fe", "Co", "Ni", "Cu", "Zn"}
@@ -131,7 +132,7 @@ def test_a_folder_naming_modules_outside_matgl_is_refused_before_import(tiny_mod
 
 
 def test_the_legacy_matgl_bandgap_folder_is_refused_with_a_reason(shared_data):
-    legacy = shared_data / "matgl_pretrained" / "MEGNet-MP-2019.4.1-BandGap-mfi"
+    legacy = require(shared_data / "matgl_pretrained" / "MEGNet-MP-2019.4.1-BandGap-mfi")
     with pytest.raises(BandGapModelError, match="weights-only loader"):
         ModelCard.for_folder(legacy, name="legacy", notes="")
 

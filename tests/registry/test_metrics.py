@@ -11,6 +11,7 @@ from generators.cdvae import CDVAESamples
 from registry.metrics import GenerationTally, generation_metrics
 from registry.records import Record
 from schemas.structure import Origin
+from tests.paths import require
 
 FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
 
@@ -72,7 +73,7 @@ COMP_VALID_TOLERANCE = 0.0025
 def test_the_papers_run_reproduces_its_published_validity(shared_data):
     folder = shared_data / "gaibm_2410.06433"
     published = json.loads((folder / "eval_metrics.json").read_text())
-    generator = CDVAESamples(folder / "eval_gen.pt")
+    generator = CDVAESamples(require(folder / "eval_gen.pt"))
     metrics = generation_metrics(generator.generate(generator.run_id()))
     assert metrics.n_samples == 10_000 and metrics.n_rejected == 0
     assert metrics.struct_valid == pytest.approx(published["struct_valid"], abs=1e-9)
