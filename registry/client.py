@@ -27,7 +27,8 @@ class Registry:
 
     Credentials and TLS options (see `registry.config`) go to every MongoClient it makes, stores included; on an
     embedded server started with `--auth`, the admin user from its credentials file is used unless the
-    environment names a user. Writes are retryable (pymongo retries once on a network error or failover).
+    environment names a user. Writes are retryable: pymongo resends a write once after a network error or a
+    retryable server error, under the same transaction number so the server applies it once.
     """
 
     def __init__(self, uri: str | None = None, *, home: str | Path | None = None, database: str | None = None,
@@ -43,6 +44,11 @@ class Registry:
             self.uri = state.uri
             if state.auth and "username" not in self._client_options and (admin := server.credentials("admin")):
                 self._client_options.update(username=admin.username, password=admin.password)
+        if "servermonitoringmode=" not in self.uri.lower():
+            # SecantusDB answers the streaming monitor's awaitable hello only after maxAwaitTimeMS (10 s), so a
+            # server marked unknown by a retryable error ("shutting down", "not primary") is found again only after
+            # the selection timeout and the retry fails; polling finds it again in 0.5 s.
+            self._client_options["serverMonitoringMode"] = "poll"
         self.database = database_name(self.uri, self.settings.database)
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ DEFAULT_DATABASE = "registry"
 DEFAULT_HOME = ".registry"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Resolved once per command; `db_uri is None` means: use (or start) the embedded server in `home`."""
 
@@ -43,6 +43,12 @@ class Settings:
             password=os.environ.get("REGISTRY_PASSWORD") or None,
             tls=_tls_from_environment(),
         )
+
+    def __repr__(self) -> str:
+        """Without credentials: settings end up in logs and tracebacks."""
+        uri = redact(self.db_uri) if self.db_uri else None
+        return (f"Settings(db_uri={uri!r}, home={str(self.home)!r}, database={self.database!r}, "
+                f"username={self.username!r}, tls={dict(self.tls)!r})")
 
     def client_options(self) -> dict[str, Any]:
         """MongoClient keyword arguments beyond the URI: credentials and TLS from the environment, if set."""

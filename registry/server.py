@@ -142,16 +142,18 @@ class EmbeddedServer:
     def ensure_running(self, auth: bool = False, wait_s: float = 60.0) -> ServerState:
         """Use the running server or start one; safe to call from several processes at once. `auth` (or a home
         that was ever started with it) requires authentication; a running server without it is restarted."""
-        state = self.status()
-        if state and (state.auth or not (auth or self.credentials_file.exists())):
+        recorded = self._recorded()
+        if recorded and (recorded.auth or not (auth or self.credentials_file.exists())) and (state := self.status()):
             return state
         with self._lock():
             auth = auth or self.credentials_file.exists()
+            recorded = self._recorded()
+            if recorded and auth and not recorded.auth and _alive(recorded.pid):
+                # stopped without asking it first: a connection accepted just before SIGTERM stalls the shutdown
+                self._terminate(recorded, wait_s=30.0)
             state = self.status()
-            if state and (state.auth or not auth):
-                return state
             if state:
-                self._terminate(state, wait_s=30.0)
+                return state
             if auth and not self.credentials_file.exists():
                 self._provision(wait_s)
             return self._start(auth=auth, wait_s=wait_s)
@@ -173,6 +175,11 @@ class EmbeddedServer:
                         if exc.code != USER_EXISTS:
                             raise
                         client.admin.command("updateUser", user.username, pwd=user.password, roles=roles)
+                # anyone local could have connected during this window: only our users may exist
+                present = {u["user"] for u in client.admin.command("usersInfo")["users"]}
+                if stranger := present - {u.username for u in users.values()}:
+                    raise DatabaseUnavailable(f"unexpected database users {sorted(stranger)} appeared while "
+                                              f"{self.home} was provisioned without authentication; refusing")
         finally:
             self._terminate(state, wait_s=30.0)
         tmp = self.credentials_file.with_suffix(".tmp")

@@ -22,9 +22,10 @@ from registry.potentials import (
     model_check_references,
 )
 from registry.relaxation import RelaxSettings, relax_batch, relax_many
+from tests.paths import SHIPPED, require, shared_root
 
-DATA = Path("/work/shared/data")
-LEGACY_M3GNET = DATA / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES"
+DATA = shared_root()
+LEGACY_M3GNET = DATA / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES" if DATA else None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,8 +62,8 @@ def test_chgnet_passes_the_model_check_and_the_result_is_cached(chgnet):
     assert "model 0.3.0" in chgnet.version
 
 
-@pytest.mark.skipif(not LEGACY_M3GNET.is_dir(), reason="shared legacy matgl weights not present")
 def test_legacy_matgl_m3gnet_loads_but_is_refused():
+    require(LEGACY_M3GNET or Path("../shared/data/matgl_pretrained"))
     legacy = load_potential(f"matgl:{LEGACY_M3GNET}")
     with pytest.raises(ModelCheckError, match=r"MnO2 \(mp-510408\): expected -8\.128"):
         check_potential(legacy)
@@ -75,12 +76,11 @@ def test_hub_names_and_unknown_specs_fail_with_a_reason():
         load_potential("mace")
 
 
-@pytest.mark.skipif(not (DATA / "mp20_sample").is_dir(), reason="shared MP-20 sample not present")
 def test_reference_energies_are_formation_energy_plus_elemental_references():
     import pandas as pd
 
-    rows = pd.concat(pd.read_csv(DATA / "mp20_sample" / f"{s}.csv") for s in ("train", "val", "test"))
-    path = DATA / "matbench_discovery" / "2023-02-07-mp-elemental-reference-entries.json.gz"
+    rows = pd.concat(pd.read_csv(SHIPPED["mp20_sample"] / f"{s}.csv") for s in ("train", "val", "test"))
+    path = SHIPPED["matbench_discovery"] / "2023-02-07-mp-elemental-reference-entries.json.gz"
     elements = json.loads(gzip.open(path).read())
     for ref in model_check_references():
         row = rows[rows.material_id == ref["material_id"]].iloc[0]
@@ -120,6 +120,11 @@ def test_running_out_of_steps_is_recorded_not_raised(chgnet):
     assert result.status == "unconverged" and not result.converged
     assert result.steps == 2
     assert "after 2 steps" in result.reason
+
+
+def test_settings_refuse_an_optimizer_the_lockstep_cannot_drive():
+    with pytest.raises(ValueError, match="unknown optimizer 'FIRE2'"):
+        RelaxSettings(optimizer="FIRE2")
 
 
 def test_a_cell_that_blows_up_is_stopped_as_exploded(chgnet):

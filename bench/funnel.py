@@ -1,0 +1,96 @@
+"""The paper's 10,000 CDVAE samples from import to ranked candidates, with the `tunnel` and `paper` presets.
+
+    python bench/funnel.py [--limit N] [--workers 2] [--steps 500] [--presets tunnel,paper]
+
+Fresh embedded database in a temporary folder; the shipped MP-20 sample is ingested first as the known compounds
+(hull references and novelty). Prints, per preset and stage, the documents each stage took in, passed on, failed
+and held back, and its wall time; then the candidates, and how far relaxation moved the screened energies (the
+screen's margin is only safe if relaxation rarely brings a structure down by more than it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from generators.cdvae import CDVAESamples
+from registry.build import StageReport
+from registry.client import Registry
+from registry.generation import run_generator
+from registry.ingest import Ingestor
+from registry.pipeline import BuildOptions, build
+from registry.readers import iter_input_files, read_path
+from registry.server import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "registry" / "data" / "sample"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=Path, default=SAMPLE / "cdvae" / "eval_gen_arrays.npz")
+    parser.add_argument("--limit", type=int, help="Import only the first N samples")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--presets", default="tunnel,paper")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, int, int, int, int, float]] = []
+    with tempfile.TemporaryDirectory() as home:
+        server = EmbeddedServer(Path(home))
+        try:
+            reg = Registry(server.ensure_running().uri + "funnel")
+            t = time.perf_counter()
+            mined = Ingestor(reg).write(r for p in iter_input_files([SAMPLE / "mp20"]) for r in read_path(p))
+            rows.append(("-", "ingest MP-20 sample", mined.read, mined.ingested, mined.rejected, 0,
+                         time.perf_counter() - t))
+            t = time.perf_counter()
+            generator = CDVAESamples(args.samples, limit=args.limit)
+            run, report = run_generator(reg, generator)
+            rows.append(("-", "import CDVAE samples", run.produced, report.ingested + report.unchanged,
+                         run.rejected, 0, time.perf_counter() - t))
+            t_all = time.perf_counter()
+            summary = []
+            for preset in args.presets.split(","):
+                options = BuildOptions(preset=preset, workers=args.workers, steps=args.steps)
+                clock = [time.perf_counter()]
+
+                def record(r: StageReport, preset: str = preset, clock: list[float] = clock) -> None:
+                    now = time.perf_counter()
+                    rows.append((preset, r.stage, r.processed + r.gated, r.processed - r.failed, r.failed, r.gated,
+                                 now - clock[0]))
+                    clock[0] = now
+
+                build(reg, "all", options, progress=True, on_stage=record)
+                passed = reg.count({"preset": preset, "ion": options.ion, "passed": True}, collection="candidates")
+                ranked = reg.count({"preset": preset, "ion": options.ion}, collection="candidates")
+                summary.append(f"{preset}: {ranked} ranked, {passed} pass every hard criterion")
+            total = time.perf_counter() - t_all
+            drops = [d["initial_energy_per_atom"] - d["energy_per_atom"] for d in reg.find(
+                {"state": "successful"}, collection="relaxed", fields=["initial_energy_per_atom", "energy_per_atom"])
+                if d.get("initial_energy_per_atom") is not None]
+        finally:
+            server.stop()
+
+    table = Table("preset", "stage", "in", "out", "failed", "held back", "seconds",
+                  title=f"funnel: {args.samples.name}{f' (first {args.limit})' if args.limit else ''}, "
+                        f"{args.workers} workers, relax <= {args.steps} steps")
+    for preset, stage, n_in, n_out, failed, held, seconds in rows:
+        table.add_row(preset, stage, str(n_in), str(n_out), str(failed), str(held), f"{seconds:.0f}")
+    Console().print(table)
+    print("; ".join(summary))
+    print(f"build time, all presets: {total / 60:.1f} min")
+    if drops:
+        q = statistics.quantiles(drops, n=20)
+        print(f"relaxation energy drop over {len(drops)} structures (eV/atom): median {statistics.median(drops):.3f}, "
+              f"95th percentile {q[-1]:.3f}, max {max(drops):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Relaxation throughput: CHGNet's own StructOptimizer, one structure at a time, against `relax_many`.
+
+Structures are the first --n rows of the MP-20 sample (test, then val, then train), each perturbed by up to
+--perturb Å with a fixed seed. Both sides use the same CHGNet weights; |dE| compares their final energies.
+Wall time for `relax_many` includes starting its worker processes and loading the model in each
+(with 2 workers on 2 cores each gets one torch thread).
+
+    PYTHONPATH=. python bench/relax.py --n 64 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import torch
+from pymatgen.core import Structure
+
+from registry.potentials import load_potential
+from registry.relaxation import RelaxSettings, relax_many
+
+MP20 = Path("/work/shared/data/mp20_sample")
+
+
+def sample_structures(n: int, perturb: float, seed: int) -> list[Structure]:
+    rows = pd.concat([pd.read_csv(MP20 / f"{split}.csv") for split in ("test", "val", "train")]).head(n)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")  # rounding notes
+        structures = [Structure.from_str(cif, fmt="cif") for cif in rows.cif]
+    return [s.perturb(perturb, seed=seed + i) for i, s in enumerate(structures)]
+
+
+class PeakRSS:
+    """Peak resident memory of this process and its children, sampled every 0.1 s."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.1)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_reference(structures: list[Structure], fmax: float, steps: int) -> tuple[list[float], list[int], float]:
+    """CHGNet's StructOptimizer (FIRE), one structure at a time, with whatever torch threads are set."""
+    from chgnet.model.dynamics import StructOptimizer
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        optimizer = StructOptimizer(model=load_potential("chgnet").model)
+    energies, n_steps = [], []
+    start = time.perf_counter()
+    for s in structures:
+        out = optimizer.relax(s, fmax=fmax, steps=steps, verbose=False)
+        traj = out["trajectory"]
+        energies.append(traj.energies[-1] / len(s))
+        n_steps.append(len(traj) - 2)  # the observer records step 0, every step, and once more at the end
+    return energies, n_steps, time.perf_counter() - start
+
+
+def row(name: str, wall: float, structures: list[Structure], steps: list[int], converged: int, rss: int) -> str:
+    atom_steps = sum(len(s) * n for s, n in zip(structures, steps, strict=True))
+    return (f"{name:<34}{wall:>9.1f}{len(structures) / wall:>10.3f}{atom_steps / wall:>14.1f}"
+            f"{rss / 2**20:>10.0f}{converged:>6d}/{len(structures)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fmax", type=float, default=RelaxSettings.fmax)
+    parser.add_argument("--steps", type=int, default=RelaxSettings.steps)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--perturb", type=float, default=0.1, help="largest random displacement, Å")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ref-threads", type=lambda s: [int(t) for t in s.split(",")], default=[1],
+                        help="torch threads for the reference, e.g. 1,2 (two run 10-30x slower on a busy machine)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")  # inside CHGNet
+
+    structures = sample_structures(args.n, args.perturb, args.seed)
+    print(f"{len(structures)} structures, {sum(map(len, structures))} atoms, perturbed up to {args.perturb} Å; "
+          f"reference: StructOptimizer fmax 0.1, 500 steps; ours: fmax {args.fmax}, {args.steps} steps, "
+          f"{args.workers} workers, batch {args.batch_size}")
+    reference = {}
+    for threads in args.ref_threads:
+        torch.set_num_threads(threads)
+        with PeakRSS() as mem:
+            reference[threads] = (*run_reference(structures, fmax=0.1, steps=500), mem.peak)
+    settings = RelaxSettings(fmax=args.fmax, steps=args.steps)
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        results = relax_many(structures, "chgnet", settings, workers=args.workers, batch_size=args.batch_size)
+        wall = time.perf_counter() - start
+
+    print(f"{'':<34}{'wall s':>9}{'struct/s':>10}{'atom-steps/s':>14}{'peak MB':>10}{'converged':>10}")
+    for threads, (_, ref_steps, ref_wall, ref_rss) in reference.items():
+        print(row(f"StructOptimizer, {threads} torch thr.", ref_wall, structures, ref_steps,
+                  sum(n < 500 for n in ref_steps), ref_rss))
+    print(row(f"relax_many, {args.workers} workers", wall, structures, [r.steps for r in results],
+              sum(r.converged for r in results), mem.peak))
+    ref_e, ref_steps = reference[args.ref_threads[0]][:2]
+    de = [abs(r.final_energy_per_atom - e) * 1000 for r, e in zip(results, ref_e, strict=True)
+          if r.final_energy_per_atom is not None]
+    speedups = ", ".join(f"{reference[t][2] / wall:.2f}x vs {t} thr." for t in reference)
+    print(f"speed-up {speedups}; |dE| vs reference over {len(de)} structures: median {statistics.median(de):.2f}, "
+          f"max {max(de):.2f} meV/atom; optimizer steps: reference {sum(ref_steps)}, "
+          f"ours {sum(r.steps for r in results)} ({settings.optimizer})")
+    failed = [(i, r.status, r.reason) for i, r in enumerate(results) if r.status in ("exploded", "failed")]
+    if failed:
+        print("not relaxed:", failed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Faults: a build killed with SIGKILL anywhere, the database stopped under a running command. Every time: only
+complete documents in the database, one clear error line and exit code 2 where a process is left to report,
+and a re-run that ends exactly where an uninterrupted run ends. (Failed commands: test_failpoints.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from registry.client import Registry
+from registry.server import EmbeddedServer
+from tests.reliability.harness import (
+    ROOT,
+    VALIDATE,
+    assert_consistent,
+    cli_env,
+    clone,
+    differences,
+    error_lines,
+    fresh,
+    kill_points,
+    registry_cmd,
+    run_cli,
+    run_with_kills,
+    snapshot,
+    timed_run,
+)
+
+BUILD_ALL = ("build", "all", "--steps", "3", "--scope", "{}", "--top", "0")
+
+
+# --- SIGKILL ---
+
+@pytest.fixture(scope="module")
+def chain_reference(server, tiny_chain):
+    """An uninterrupted `build all`: its final state and how long each stage took (to place kill points)."""
+    reg = fresh(server.uri, tiny_chain)
+    code, durations = timed_run(("--db", f"{reg.uri}", *BUILD_ALL), cli_env())
+    assert code == 0
+    yield snapshot(reg), durations
+    reg.client.drop_database(reg.database)
+
+
+def test_kill_9_during_validate_then_rerun_ends_as_an_uninterrupted_run(server, validate_reference):
+    reference, durations = validate_reference.state, validate_reference.durations
+    reg = validate_reference.inputs(server.uri)
+    try:
+        points = kill_points(durations, 3, seed=7, stages=["validate"])
+        trial = run_with_kills(("--db", reg.uri, "build", "validate", "--top", "0"), points, cli_env())
+        assert [r.returncode for r in trial.runs if r.landed != "finished"] == [-9] * sum(
+            r.landed != "finished" for r in trial.runs)
+        assert any(r.landed == "validate" for r in trial.runs)
+        assert trial.final_returncode == 0
+        assert_consistent(reg, ("structures", *VALIDATE))
+        assert differences(snapshot(reg, VALIDATE), reference) == []
+    finally:
+        reg.client.drop_database(reg.database)
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_in_the_chain_then_rerun_ends_as_an_uninterrupted_run(server, tiny_chain, chain_reference):
+    """20 kill points over 5 chains (fixed seeds), each chain resuming what the one before left."""
+    reference, durations = chain_reference
+    landed = []
+    for seed in range(5):
+        reg = fresh(server.uri, tiny_chain)
+        try:
+            trial = run_with_kills(("--db", reg.uri, *BUILD_ALL), kill_points(durations, 4, seed=seed), cli_env())
+            landed += [r.landed for r in trial.runs]
+            assert trial.final_returncode == 0
+            assert_consistent(reg)
+            assert differences(snapshot(reg), reference) == [], f"seed {seed}: {trial.runs}"
+        finally:
+            reg.client.drop_database(reg.database)
+    assert len(set(landed) - {"finished"}) >= 4, landed
+
+
+# --- the database stops under a running command ---
+
+def test_the_database_stopped_mid_build_is_one_error_line_and_loses_nothing(tmp_path, validate_reference):
+    reference = validate_reference.state
+    server = EmbeddedServer(tmp_path / "home")
+    reg = clone(validate_reference.registry, server.ensure_running().uri)
+    env = cli_env()
+    try:
+        proc = subprocess.Popen(registry_cmd("--db", reg.uri, "build", "validate", "--top", "0"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 60
+        while reg.count(collection="validated") == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        written = {d["registry_id"] for d in reg.find(collection="validated", fields=["registry_id"])}
+        reg.client.close()
+        assert written and server.stop()
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2, stderr
+        [line] = error_lines(stderr)
+        assert line.startswith("error: ")
+
+        reg = Registry(f"{server.ensure_running().uri}{reg.database}")
+        assert reg.count() == 150
+        assert written <= {d["registry_id"] for d in reg.find(collection="validated", fields=["registry_id"])}
+        assert_consistent(reg, ("structures", *VALIDATE))
+        assert run_cli("--db", reg.uri, "build", "validate", "--top", "0", env=env).returncode == 0
+        assert differences(snapshot(reg, VALIDATE), reference) == []
+    finally:
+        server.stop()

@@ -1,0 +1,330 @@
+"""Security: authentication on the embedded server, a read-only user, credentials that never show, TLS options
+that reach pymongo (and a real TLS handshake), and model or data loading that never runs code from a file."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import re
+import stat
+from pathlib import Path
+
+import mongoengine
+import pymongo
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pymongo.errors import OperationFailure
+
+from cli.main import cli
+from registry.bundle import BundleError, export_set, import_bundle
+from registry.client import Registry
+from registry.config import Settings
+from registry.dft import read_results
+from registry.errors import DatabaseUnavailable
+from registry.readers import read_path
+from registry.server import USERS, EmbeddedServer
+from registry.sets import create_set
+from tests.reliability.harness import ROOT, error_lines, start_daemon
+
+SAMPLE_CIFS = ROOT / "registry" / "data" / "sample" / "tunnel_references"
+SOURCE_TREES = ("registry", "builders", "generators", "cli", "schemas", "bench")
+
+
+# --- authentication ---
+
+def invoke(*args: str, env: dict[str, str | None]):
+    """`registry ARGS` in this process with exactly these REGISTRY_* settings."""
+    unset = dict.fromkeys(("REGISTRY_DB", "REGISTRY_HOME", "REGISTRY_USERNAME", "REGISTRY_PASSWORD"))
+    return CliRunner().invoke(cli, list(args), env={**unset, "REGISTRY_TIMEOUT_MS": "3000", **env})
+
+
+@pytest.fixture(scope="module")
+def auth_home(tmp_path_factory):
+    """A home started with `registry db start --auth`, holding the four sample CIFs; its start output."""
+    home = tmp_path_factory.mktemp("auth") / "home"
+    env = {"REGISTRY_HOME": str(home)}
+    started = invoke("db", "start", "--auth", env=env)
+    assert started.exit_code == 0, started.output
+    assert invoke("ingest", str(SAMPLE_CIFS), env=env).exit_code == 0
+    yield home, env, started
+    mongoengine.disconnect_all()  # an open connection can stall the server's shutdown
+    EmbeddedServer(home).stop()
+
+
+def passwords(home: Path) -> dict[str, str]:
+    return {role: user["password"] for role, user in json.loads((home / "credentials.json").read_text()).items()}
+
+
+def as_reader(home: Path, env: dict) -> dict:
+    return {**env, "REGISTRY_USERNAME": USERS["reader"][0], "REGISTRY_PASSWORD": passwords(home)["reader"]}
+
+
+def assert_no_secret(home: Path, *texts: str) -> None:
+    for secret in passwords(home).values():
+        for text in texts:
+            assert secret not in text
+
+
+def test_db_start_auth_creates_users_and_says_where_their_passwords_are(auth_home):
+    home, env, started = auth_home
+    assert "credentials.json (mode 0600)" in started.stdout
+    assert stat.S_IMODE((home / "credentials.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "db").stat().st_mode) == 0o700
+    status = invoke("db", "status", env=env)
+    assert "authentication required" in status.stdout
+    assert_no_secret(home, started.output, status.output,
+                     (home / "server.json").read_text(), (home / "server.log").read_text(errors="replace"))
+
+
+def test_without_credentials_nothing_can_be_read_or_written(auth_home):
+    home, _, _ = auth_home
+    with pymongo.MongoClient(EmbeddedServer(home).status().uri, serverSelectionTimeoutMS=3000) as client:
+        for attempt in (lambda: client.registry.structures.find_one(), lambda: client.registry.x.insert_one({})):
+            with pytest.raises(OperationFailure) as exc:
+                attempt()
+            assert exc.value.code == 13  # Unauthorized
+
+
+def test_the_owner_of_the_home_works_as_admin_without_typing_a_password(auth_home):
+    home, env, _ = auth_home
+    stats = invoke("stats", env=env)
+    assert stats.exit_code == 0 and "structures" in stats.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("ingest", str(SAMPLE_CIFS)),
+    ("build", "validate", "--top", "0"),
+    ("sets", "create", "mine"),
+    ("generate", "cdvae", str(ROOT / "registry" / "data" / "sample" / "cdvae" / "eval_gen_arrays.npz"),
+     "--limit", "2"),
+], ids=["ingest", "build", "sets", "generate"])
+def test_a_read_only_user_can_query_but_every_write_fails_with_one_line(auth_home, args):
+    home, env, _ = auth_home
+    reader = as_reader(home, env)
+    query = invoke("query", "{}", "--format", "csv", "--fields", "formula_pretty", env=reader)
+    assert query.exit_code == 0 and len(query.stdout.splitlines()) == 1 + 4
+    write = invoke(*args, env=reader)
+    assert write.exit_code == 2, write.output
+    [line] = error_lines(write.stderr)
+    assert "not authorized" in line
+    assert_no_secret(home, write.output)
+    assert len(Registry(home=home).find()) == 4
+
+
+def test_credentials_in_the_uri_work_and_never_show(auth_home):
+    home, env, _ = auth_home
+    uri = EmbeddedServer(home).status().uri.replace("//", f"//{USERS['reader'][0]}:{passwords(home)['reader']}@")
+    outputs = [invoke("--db", uri, *args, env={}) for args in (("db", "status"), ("stats",),
+                                                                ("ingest", str(SAMPLE_CIFS)))]
+    assert [o.exit_code for o in outputs] == [0, 0, 2]
+    wrong = invoke("--db", uri.replace(passwords(home)["reader"], "not-the-password"), "stats", env={})
+    assert wrong.exit_code == 2 and "authentication failed" in wrong.stderr and "not-the-password" not in wrong.output
+    assert_no_secret(home, *(o.output for o in outputs), repr(Settings.resolve(db=uri)))
+
+
+def test_reports_and_bundles_never_carry_credentials(auth_home, tmp_path):
+    home, env, _ = auth_home
+    report = invoke("report", str(tmp_path / "report.html"), env=env)
+    assert report.exit_code == 0, report.output
+    reg = Registry(home=home)
+    create_set(reg, "leak-check", {})
+    export_set(reg, "leak-check", tmp_path / "bundle")
+    reg.client.close()
+    mongoengine.disconnect_all()  # an open connection can stall the server's shutdown
+    files = [tmp_path / "report.html", *(tmp_path / "bundle").rglob("*.*")]
+    assert_no_secret(home, *(f.read_text(errors="replace") for f in files))
+    assert EmbeddedServer(home).credentials("admin").password not in repr(EmbeddedServer(home).credentials("admin"))
+
+
+def test_auth_survives_a_plain_restart_and_a_running_server_can_be_switched_to_it(tmp_path):
+    server = EmbeddedServer(tmp_path / "home")
+    plain = server.ensure_running()
+    assert not plain.auth
+    secured = server.ensure_running(auth=True)
+    assert secured.auth and secured.pid != plain.pid
+    server.stop()
+    assert server.ensure_running().auth, "a home once started with auth never starts without it"
+    with pymongo.MongoClient(server.status().uri, serverSelectionTimeoutMS=3000) as client:
+        with pytest.raises(OperationFailure):
+            client.registry.structures.find_one()
+    server.stop()  # with no client connected: SecantusDB can stall its shutdown while one is
+
+
+def test_a_user_slipped_in_while_users_are_provisioned_is_refused(tmp_path):
+    """Provisioning runs briefly without authentication: a user that appears then (here: made beforehand)
+    would keep root access, so the start is refused instead."""
+    server = EmbeddedServer(tmp_path / "home")
+    with pymongo.MongoClient(server.ensure_running().uri) as client:
+        client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+    server.stop()
+    with pytest.raises(DatabaseUnavailable, match="intruder"):
+        server.ensure_running(auth=True)
+    assert not server.credentials_file.exists() and server.status() is None
+
+
+# --- TLS ---
+
+def test_tls_options_from_the_environment_reach_every_client(monkeypatch, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a connection is made")
+    monkeypatch.setenv("REGISTRY_TLS", "true")
+    monkeypatch.setenv("REGISTRY_TLS_CA_FILE", str(ca))
+    monkeypatch.setenv("REGISTRY_TLS_CERTIFICATE_KEY_FILE", str(tmp_path / "client.pem"))
+    monkeypatch.setenv("REGISTRY_USERNAME", "alice")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "s3cret")
+    reg = Registry("mongodb://db.example.org:27017/reg")
+    expected = {"tls": True, "tlsCAFile": str(ca), "tlsCertificateKeyFile": str(tmp_path / "client.pem"),
+                "username": "alice", "password": "s3cret"}
+    assert expected.items() <= reg.client_options().items()
+    assert expected.items() <= reg.store("structures").mongoclient_kwargs.items()
+    assert "s3cret" not in repr(reg) + repr(reg.settings)
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_a_real_tls_handshake_with_a_self_signed_server(monkeypatch, tmp_path):
+    cert, key = _self_signed(tmp_path, "server")
+    other, _ = _self_signed(tmp_path, "stranger")
+    daemon = start_daemon(tmp_path / "db", "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    try:
+        monkeypatch.setenv("REGISTRY_TIMEOUT_MS", "2000")
+        via_uri = Registry(f"{daemon.uri}tls?tls=true&tlsCAFile={cert}")
+        via_uri.collection("structures").insert_one({"registry_id": "x"})
+        monkeypatch.setenv("REGISTRY_TLS", "true")
+        monkeypatch.setenv("REGISTRY_TLS_CA_FILE", str(cert))
+        reg = Registry(f"{daemon.uri}tls")
+        reg.ping()
+        assert reg.count() == 1
+
+        monkeypatch.setenv("REGISTRY_TLS_CA_FILE", str(other))  # a server this CA did not sign
+        with pytest.raises(DatabaseUnavailable, match="cannot reach"):
+            Registry(f"{daemon.uri}tls").ping()
+        monkeypatch.delenv("REGISTRY_TLS")
+        monkeypatch.delenv("REGISTRY_TLS_CA_FILE")
+        with pytest.raises(DatabaseUnavailable):  # plaintext to a TLS server
+            Registry(f"{daemon.uri}tls").ping()
+    finally:
+        daemon.stop()
+
+
+# --- loading never runs code from a file ---
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+def _keyword(call: ast.Call, name: str):
+    return next((k.value.value for k in call.keywords if k.arg == name and isinstance(k.value, ast.Constant)), None)
+
+
+def unsafe_loading() -> list[str]:
+    """Every call in the source tree that could run code from a file or a downloaded model."""
+    found = []
+    for tree_name in SOURCE_TREES:
+        for path in sorted((ROOT / tree_name).rglob("*.py")):
+            text = path.read_text()
+            where = path.relative_to(ROOT)
+            for call, name in _calls(ast.parse(text)):
+                line = f"{where}:{call.lineno}: {name}"
+                if name == "torch.load" and _keyword(call, "weights_only") is not True:
+                    found.append(f"{line} without weights_only=True")
+                elif name in ("pickle.load", "pickle.loads", "dill.load", "cloudpickle.load", "joblib.load",
+                              "yaml.load", "yaml.unsafe_load", "eval", "exec"):
+                    found.append(line)
+                elif name.endswith("load") and name.startswith(("np.", "numpy.")) and _keyword(call, "allow_pickle"):
+                    found.append(f"{line} with allow_pickle=True")
+                elif _keyword(call, "trust_remote_code") is True:
+                    found.append(f"{line} with trust_remote_code=True")
+                elif name.endswith("MontyDecoder") and where != Path("registry/decoding.py"):
+                    found.append(f"{line}: decode untrusted JSON with registry.decoding.decode")
+                elif name == "matgl.load_model" and not re.search(r"check_modules\(|_module_references\(", text):
+                    found.append(f"{line}: matgl imports every @module its files name; check them first")
+    return found
+
+
+def test_no_loader_in_the_source_tree_can_run_code_from_a_file():
+    assert unsafe_loading() == []
+
+
+def test_the_scan_finds_what_it_looks_for(tmp_path, monkeypatch):
+    """The scan itself can fail: a tree with each forbidden call is reported call by call."""
+    bad = tmp_path / "registry" / "bad.py"
+    bad.parent.mkdir()
+    bad.write_text("import torch, pickle, monty.json, matgl\ntorch.load('m.pt')\npickle.loads(b'')\n"
+                   "AutoModel.from_pretrained('x', trust_remote_code=True)\nmonty.json.MontyDecoder()\n"
+                   "matgl.load_model('folder')\n")
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    assert [f.split(": ", 1)[0] for f in unsafe_loading()] == [f"registry/bad.py:{n}" for n in (2, 3, 4, 5, 6)]
+
+
+@pytest.fixture
+def marker_module(tmp_path, monkeypatch) -> Path:
+    """An importable module that leaves a file behind when it is imported: proof that code ran."""
+    (tmp_path / "leave_a_mark.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w').close()\n"
+                                              "class Anything:\n    @classmethod\n    def from_dict(cls, d):\n"
+                                              "        return cls()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path / "RAN"
+
+
+def _entry_naming(module: str) -> dict:
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    entry = ComputedStructureEntry(Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5] * 3]), -10.0)
+    d = entry.as_dict()
+    d["data"] = {"note": {"@module": module, "@class": "Anything"}}
+    return d
+
+
+def test_structure_json_naming_a_module_is_refused_without_importing_it(tmp_path, marker_module):
+    (tmp_path / "entry.json").write_text(json.dumps(_entry_naming("leave_a_mark")))
+    [record] = list(read_path(tmp_path / "entry.json"))
+    assert record.structure is None and "leave_a_mark" in record.reason
+    [result] = read_results(tmp_path / "entry.json")
+    assert result.entry is None and "leave_a_mark" in result.error
+    assert not marker_module.exists()
+
+
+def test_a_bundle_naming_a_module_is_refused_without_importing_it(seeded, registry, tmp_path, marker_module):
+    source, ids = seeded
+    create_set(source, "hostile", {}, top=1)
+    export_set(source, "hostile", tmp_path / "b")
+    [doc_path] = (tmp_path / "b" / "documents").glob("*.json")
+    doc = json.loads(doc_path.read_text())
+    doc["documents"]["structures"][0]["structure"]["sites"][0]["properties"] = {
+        "x": {"@module": "leave_a_mark", "@class": "Anything"}}
+    doc_path.write_text(json.dumps(doc))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    for entry in manifest["files"]:  # a consistent bundle: the checksums match the hostile content
+        data = (tmp_path / "b" / entry["path"]).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="leave_a_mark"):
+        import_bundle(registry, tmp_path / "b")
+    assert not marker_module.exists()
