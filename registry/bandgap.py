@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from pymatgen.core import Lattice, Structure
 
+from registry.errors import RegistryError
+
 SHIPPED_MODEL = Path(__file__).parent / "data" / "models" / "bandgap"
 CARD_FILE = "model_card.json"
 MATGL_FILES = ("model.json", "model.pt", "state.pt")
@@ -42,7 +44,7 @@ PREDICT_BATCH = 64
 Architecture = Literal["megnet", "m3gnet"]
 
 
-class BandGapModelError(ValueError):
+class BandGapModelError(RegistryError, ValueError):
     """A band-gap model folder that cannot be used, with the reason."""
 
 

@@ -31,6 +31,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from registry.decoding import check_modules
+from registry.errors import RegistryError
 from registry.relaxation import RelaxResult, RelaxSettings, relax_batch
 
 if TYPE_CHECKING:
@@ -41,11 +42,11 @@ MODEL_CHECK_TOLERANCE = 0.1  # eV/atom; README in data/model_check says why
 MATGL_MODEL_FILES = ("model.json", "model.pt", "state.pt")
 
 
-class PotentialLoadError(ValueError):
+class PotentialLoadError(RegistryError, ValueError):
     """A potential spec that cannot be loaded here, with the reason."""
 
 
-class ModelCheckError(ValueError):
+class ModelCheckError(RegistryError, ValueError):
     """A potential whose energies disagree with the Materials Project references."""
 
 
