@@ -5,7 +5,11 @@ Structures are the first --n rows of the MP-20 sample (test, then val, then trai
 Wall time for `relax_many` includes starting its worker processes and loading the model in each
 (with 2 workers on 2 cores each gets one torch thread).
 
-    PYTHONPATH=. python bench/relax.py --n 64 --workers 2
+    PYTHONPATH=. python bench/relax.py --n 64 --workers 2 --ref-blas default,1
+
+`--ref-blas 1` also runs the reference with OpenBLAS held to one thread, as `relax_batch` holds it: on a busy
+machine OpenBLAS threads on the cell filter's 3x3 matrices cost more than the model, so that row separates this
+fix from the rest (batching, workers, optimizer).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import pandas as pd
 import psutil
 import torch
 from pymatgen.core import Structure
+from threadpoolctl import threadpool_limits
 
 from registry.potentials import load_potential
 from registry.relaxation import RelaxSettings, relax_many
 
-MP20 = Path("/work/shared/data/mp20_sample")
+MP20 = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"  # = shared mp20_sample
 
 
 def sample_structures(n: int, perturb: float, seed: int) -> list[Structure]:
@@ -80,7 +85,7 @@ def run_reference(structures: list[Structure], fmax: float, steps: int) -> tuple
 
 def row(name: str, wall: float, structures: list[Structure], steps: list[int], converged: int, rss: int) -> str:
     atom_steps = sum(len(s) * n for s, n in zip(structures, steps, strict=True))
-    return (f"{name:<34}{wall:>9.1f}{len(structures) / wall:>10.3f}{atom_steps / wall:>14.1f}"
+    return (f"{name:<46}{wall:>9.1f}{len(structures) / wall:>10.3f}{atom_steps / wall:>14.1f}"
             f"{rss / 2**20:>10.0f}{converged:>6d}/{len(structures)}")
 
 
@@ -93,6 +98,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--perturb", type=float, default=0.1, help="largest random displacement, Å")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ref-blas", type=lambda s: s.split(","), default=["default"],
+                        help="OpenBLAS threads for the reference: 'default' and/or '1'")
     parser.add_argument("--ref-threads", type=lambda s: [int(t) for t in s.split(",")], default=[1],
                         help="torch threads for the reference, e.g. 1,2 (two run 10-30x slower on a busy machine)")
     args = parser.parse_args()
@@ -104,25 +111,28 @@ def main() -> None:
           f"{args.workers} workers, batch {args.batch_size}")
     reference = {}
     for threads in args.ref_threads:
-        torch.set_num_threads(threads)
-        with PeakRSS() as mem:
-            reference[threads] = (*run_reference(structures, fmax=0.1, steps=500), mem.peak)
+        for blas in args.ref_blas:
+            torch.set_num_threads(threads)
+            limit = threadpool_limits(limits=None if blas == "default" else int(blas), user_api="blas")
+            with limit, PeakRSS() as mem:
+                reference[f"{threads} torch thr., BLAS {blas}"] = (
+                    *run_reference(structures, fmax=0.1, steps=500), mem.peak)
     settings = RelaxSettings(fmax=args.fmax, steps=args.steps)
     with PeakRSS() as mem:
         start = time.perf_counter()
         results = relax_many(structures, "chgnet", settings, workers=args.workers, batch_size=args.batch_size)
         wall = time.perf_counter() - start
 
-    print(f"{'':<34}{'wall s':>9}{'struct/s':>10}{'atom-steps/s':>14}{'peak MB':>10}{'converged':>10}")
-    for threads, (_, ref_steps, ref_wall, ref_rss) in reference.items():
-        print(row(f"StructOptimizer, {threads} torch thr.", ref_wall, structures, ref_steps,
+    print(f"{'':<46}{'wall s':>9}{'struct/s':>10}{'atom-steps/s':>14}{'peak MB':>10}{'converged':>10}")
+    for name, (_, ref_steps, ref_wall, ref_rss) in reference.items():
+        print(row(f"StructOptimizer, {name}", ref_wall, structures, ref_steps,
                   sum(n < 500 for n in ref_steps), ref_rss))
     print(row(f"relax_many, {args.workers} workers", wall, structures, [r.steps for r in results],
               sum(r.converged for r in results), mem.peak))
-    ref_e, ref_steps = reference[args.ref_threads[0]][:2]
+    ref_e, ref_steps = next(iter(reference.values()))[:2]
     de = [abs(r.final_energy_per_atom - e) * 1000 for r, e in zip(results, ref_e, strict=True)
           if r.final_energy_per_atom is not None]
-    speedups = ", ".join(f"{reference[t][2] / wall:.2f}x vs {t} thr." for t in reference)
+    speedups = ", ".join(f"{ref[2] / wall:.2f}x vs {name}" for name, ref in reference.items())
     print(f"speed-up {speedups}; |dE| vs reference over {len(de)} structures: median {statistics.median(de):.2f}, "
           f"max {max(de):.2f} meV/atom; optimizer steps: reference {sum(ref_steps)}, "
           f"ours {sum(r.steps for r in results)} ({settings.optimizer})")

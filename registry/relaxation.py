@@ -24,6 +24,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
+from threadpoolctl import threadpool_limits
 
 from registry.validity import structure_problem
 
@@ -189,6 +190,14 @@ def relax_batch(structures: Sequence[Structure], potential: Potential, settings:
                 batch_size: int = 8) -> list[RelaxResult]:
     """Relax structures in this process, up to `batch_size` at a time through one forward pass; input order."""
     settings = settings or RelaxSettings()
+    # The cell filter and BFGS do thousands of 3x3 to 3Nx3N linear-algebra calls per relaxation. OpenBLAS threads
+    # on matrices that small only contend: on 2 busy cores they took 75% of a relaxation's time (bench/relax.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _relax_batch(structures, potential, settings, batch_size)
+
+
+def _relax_batch(structures: Sequence[Structure], potential: Potential, settings: RelaxSettings,
+                 batch_size: int) -> list[RelaxResult]:
     results: list[RelaxResult | None] = [None] * len(structures)
     waiting = deque(enumerate(structures))
     active: list[_Relaxation] = []
