@@ -1,7 +1,10 @@
-"""rank: validated + predicted + stability + tunnels -> candidates, for one preset and working ion.
+"""rank: validated + predicted + stability + tunnels + insertion -> candidates, for one preset and working ion.
 
-A candidate is redone when any of its stage documents is newer than the candidate, or the preset's criteria
-changed. Each candidate stores every criterion's value, threshold and verdict, and the joined values.
+A candidate is redone when any of its stage documents changed since it was ranked, or the preset's criteria
+changed. A document's change time is the later of its `last_updated` (its source's, maggma's convention) and its
+`provenance.built_at`: a stage can rewrite a document without a newer source (insertion adding an ion to a
+framework, a stage run with force). Each candidate stores every criterion's value, threshold and verdict, and the
+joined values.
 """
 
 from __future__ import annotations
@@ -27,18 +30,30 @@ STAGE_FIELDS = {
     "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "state", "error"],
     "tunnels": ["has_1d_channel", "channel_axis", "free_sphere", "admits", "state", "error"],
     "dft_comparison": ["dft_validated", "state", "error"],  # informational: no preset criterion reads it
+    "insertion": ["average_voltage", "capacity_grav", "max_delta_volume", "state", "error"],  # ion -> value
 }
+CHANGED = ["registry_id", "last_updated", "provenance.built_at"]
+
+
+def _changed(doc: dict) -> datetime:
+    """When a stage document last changed (see the module's docstring), to the millisecond as MongoDB keeps the
+    candidate's `sources_updated`, so an unchanged document never looks newer."""
+    built = (doc.get("provenance") or {}).get("built_at")
+    if isinstance(built, str):  # nested dates are stored as ISO text (schemas.base.to_mongo)
+        built = datetime.fromisoformat(built)
+    changed = max(_naive(doc["last_updated"]), _naive(built)) if built else _naive(doc["last_updated"])
+    return changed.replace(microsecond=changed.microsecond // 1000 * 1000)
 
 
 class RankBuilder(Builder):
     def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, dft_comparison: Store,
-                 candidates: Store, structures: Store, preset: str = "tunnel", ion: str = "Mg", query: dict | None = None,
-                 force: bool = False, chunk_size: int = 200):
+                 insertion: Store, candidates: Store, structures: Store, preset: str = "tunnel", ion: str = "Mg",
+                 query: dict | None = None, force: bool = False, chunk_size: int = 200):
         """`structures` tells which formulas are already known (mined), for the paper preset's formula test."""
         self.validated, self.predicted, self.stability, self.tunnels = validated, predicted, stability, tunnels
-        self.dft_comparison = dft_comparison
+        self.dft_comparison, self.insertion = dft_comparison, insertion
         self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels,
-                       "dft_comparison": dft_comparison}
+                       "dft_comparison": dft_comparison, "insertion": insertion}
         self.candidates = candidates
         self.structures = structures
         self.preset = preset
@@ -57,9 +72,9 @@ class RankBuilder(Builder):
         newest: dict[str, datetime] = {}
         ids = set(self.stores["predicted"].distinct("registry_id", {"state": State.successful.value, **self.query}))
         for store in self.stores.values():
-            for d in store.query(criteria={"registry_id": {"$in": list(ids)}}, properties=["registry_id", "last_updated"]):
-                lu = _naive(d["last_updated"])
-                newest[d["registry_id"]] = max(newest.get(d["registry_id"], lu), lu)
+            for d in store.query(criteria={"registry_id": {"$in": list(ids)}}, properties=CHANGED):
+                changed = _changed(d)
+                newest[d["registry_id"]] = max(newest.get(d["registry_id"], changed), changed)
         if self.force:
             return sorted(ids)
         done = {d["registry_id"]: d for d in self.candidates.query(
@@ -79,7 +94,7 @@ class RankBuilder(Builder):
         known = set(self.structures.distinct("formula_pretty", {"origin.kind": "mined"}))
         for chunk in grouper(stale, self.chunk_size):
             docs = {name: {d["registry_id"]: d for d in store.query(
-                criteria={"registry_id": {"$in": list(chunk)}}, properties=["registry_id", "last_updated", *fields])}
+                criteria={"registry_id": {"$in": list(chunk)}}, properties=[*CHANGED, *fields])}
                 for name, (store, fields) in ((n, (self.stores[n], f)) for n, f in STAGE_FIELDS.items())}
             for rid in chunk:
                 yield {"registry_id": rid, "known_formulas": known, **{name: docs[name].get(rid) for name in docs}}
@@ -91,7 +106,7 @@ class RankBuilder(Builder):
             doc = item.get(name)
             if doc is None:
                 continue
-            updated.append(_naive(doc["last_updated"]))
+            updated.append(_changed(doc))
             if doc.get("state") == State.failed.value:
                 record[f"{name}_error"] = doc.get("error")
                 continue

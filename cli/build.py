@@ -33,24 +33,38 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fmax", default=0.1, show_default=True, help="Relaxation force criterion, eV/Å.")
 @click.option("--steps", default=500, show_default=True, help="Relaxation step limit.")
-@click.option("--workers", default=1, show_default=True, help="Processes for relax and tunnels.")
+@click.option("--workers", default=1, show_default=True, help="Processes for screen, relax, tunnels and insertion.")
 @click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
 @click.option("--scope", help="Mongo filter on validated documents: what to relax and carry on "
               "(default: the preset's composition and novelty criteria; '{}' for everything valid).")
 @click.option("--exhaustive", is_flag=True, help="No static screen before relaxing and no E_hull gate before "
-              "the channel analysis: spend compute on everything in scope.")
+              "the channel analysis and insertion: spend compute on everything in scope.")
 @click.option("--margin", default=0.5, show_default=True,
               help="Screen allowance (eV/atom): how far relaxation may bring a structure down.")
+@click.option("--insertion-ion", "insertion_ions", type=click.Choice(WORKING_IONS), multiple=True,
+              help="Ion to insert (repeat for several; default: --ion). A later run with another ion adds it.")
+@click.option("--insertion-sites", default=BuildOptions.insertion_sites, show_default=True,
+              help="Symmetry-distinct BVSE sites tried per ion.")
+@click.option("--insertion-levels", default=BuildOptions.insertion_levels, show_default=True,
+              help="Ion contents relaxed up to the maximum (1: the fully discharged state only).")
+@click.option("--insertion-configurations", default=BuildOptions.insertion_configurations, show_default=True,
+              help="Orderings relaxed per ion content.")
+@click.option("--insertion-steps", default=BuildOptions.insertion_steps, show_default=True,
+              help="Step limit of each intercalated relaxation.")
 @click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
 @pass_context
 def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
                   fmax: float, steps: int, workers: int, bandgap_model: str | None, scope: str | None, exhaustive: bool,
-                  margin: float, top: int) -> None:
+                  margin: float, insertion_ions: tuple[str, ...], insertion_sites: int, insertion_levels: int,
+                  insertion_configurations: int, insertion_steps: int, top: int) -> None:
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
     options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps, workers=workers,
                            bandgap_model=bandgap_model, ion=ion, preset=preset,
-                           scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin)
+                           scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin,
+                           insertion_ions=insertion_ions, insertion_sites=insertion_sites,
+                           insertion_levels=insertion_levels, insertion_configurations=insertion_configurations,
+                           insertion_steps=insertion_steps)
     build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))
     if stage in ("all", "rank") and top:
         rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,

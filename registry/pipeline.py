@@ -1,12 +1,13 @@
 """The build chain: which builder makes each stage, in which order, from which stores.
 
-    structures -> validated -> screened -> relaxed -> predicted -> stability -> tunnels -> (dft_comparison)
-    -> candidates
+    structures -> validated -> screened -> relaxed -> predicted -> stability -> tunnels -> insertion
+    -> (dft_comparison) -> candidates
 
 The funnel: the preset's prefilter (composition, novelty) narrows what is screened; one static energy per
 structure (screen) holds back what relaxation cannot bring under the preset's E_hull limit; relax takes the rest,
-lowest static E_hull first; tunnels analyses only what is under the E_hull limit after relaxation.
-`exhaustive=True` turns the screen and the tunnels gate off.
+lowest static E_hull first; tunnels analyses only what is under the E_hull limit after relaxation; insertion
+(the costliest per structure) takes only those whose channel admits an ion it is asked for.
+`exhaustive=True` turns the screen and the E_hull gates off.
 
 `build(reg, "all")` runs every stage in order; each is incremental, so a second run does no work.
 """
@@ -24,9 +25,11 @@ from registry.build import StageReport, run_builder
 if TYPE_CHECKING:
     from registry.client import Registry
 
-STAGES = ("validate", "screen", "relax", "predict", "stability", "tunnels", "dft", "rank", "funnel")
+STAGES = ("validate", "screen", "relax", "predict", "stability", "tunnels", "insertion", "dft", "rank", "funnel")
 TARGETS = {"validate": "validated", "screen": "screened", "relax": "relaxed", "predict": "predicted", "stability": "stability",
-           "tunnels": "tunnels", "dft": "dft_comparison", "rank": "candidates", "funnel": "funnel"}
+           "tunnels": "tunnels", "insertion": "insertion", "dft": "dft_comparison", "rank": "candidates",
+           "funnel": "funnel"}
+PARALLEL = ("screen", "relax", "tunnels", "insertion")  # the stages `workers` applies to
 
 
 @dataclass
@@ -47,6 +50,13 @@ class BuildOptions:
     scope: dict[str, Any] | None = None  # Mongo filter on validated docs: what to relax; None: the preset's prefilter
     exhaustive: bool = False  # relax everything in scope and analyse every relaxed structure's channels
     margin: float = 0.5  # eV/atom relaxation may bring a structure down (the screen's allowance)
+    # Insertion caps (registry.insertion.InsertionSettings). The defaults keep `build all` to about one relaxation
+    # per admitted framework: the ranked ion only, the fully discharged state only, one ordering.
+    insertion_ions: tuple[str, ...] = ()  # (): the ranked ion `ion`
+    insertion_sites: int = 4  # symmetry-distinct BVSE sites tried (cheap: no relaxation each)
+    insertion_levels: int = 1  # ion contents relaxed between the empty host and the maximum
+    insertion_configurations: int = 1  # orderings relaxed per ion content
+    insertion_steps: int = 200  # relaxation step limit of each intercalated structure
 
     def relax_scope(self) -> dict[str, Any]:
         from registry.rank import get_preset
@@ -104,13 +114,31 @@ def _stability(reg: Registry, o: BuildOptions) -> Builder:
     return StabilityBuilder(reg.store("predicted"), reg.store("structures"), reg.store("stability"), force=o.force)
 
 
+def _hull_gate(reg: Registry, o: BuildOptions) -> dict[str, Any]:
+    """Only what is under the preset's E_hull limit after relaxation; nothing held back when exhaustive."""
+    limit = o.e_above_hull()
+    return {} if o.exhaustive or limit is None else {
+        "gate": reg.store("stability"), "gate_query": {"state": "successful", "e_above_hull": {"$lte": limit}}}
+
+
 def _tunnels(reg: Registry, o: BuildOptions) -> Builder:
     from builders.tunnels import TunnelsBuilder
 
-    limit = o.e_above_hull()
-    gate = {} if o.exhaustive or limit is None else {
-        "gate": reg.store("stability"), "gate_query": {"state": "successful", "e_above_hull": {"$lte": limit}}}
-    return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force, **gate)
+    return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force,
+                          **_hull_gate(reg, o))
+
+
+def _insertion(reg: Registry, o: BuildOptions) -> Builder:
+    """Under the E_hull gate, and only for ions whose channel the tunnels stage found open (the builder's
+    default): a framework costs one batch of relaxations per ion."""
+    from builders.insertion import InsertionBuilder
+    from registry.insertion import InsertionSettings
+
+    settings = InsertionSettings(max_sites=o.insertion_sites, max_levels=o.insertion_levels,
+                                 max_configurations=o.insertion_configurations, steps=o.insertion_steps, fmax=o.fmax)
+    return InsertionBuilder(reg.store("tunnels"), reg.store("relaxed"), reg.store("structures"), reg.store("insertion"),
+                            ions=o.insertion_ions or (o.ion,), potential=o.potential, device=o.device,
+                            settings=settings, force=o.force, **_hull_gate(reg, o))
 
 
 def _dft(reg: Registry, o: BuildOptions) -> Builder:
@@ -122,9 +150,9 @@ def _dft(reg: Registry, o: BuildOptions) -> Builder:
 def _rank(reg: Registry, o: BuildOptions) -> Builder:
     from builders.rank import RankBuilder
 
-    return RankBuilder(reg.store("validated"), reg.store("predicted"), reg.store("stability"), reg.store("tunnels"),
-                       reg.store("dft_comparison"), reg.store("candidates"), reg.store("structures"), preset=o.preset,
-                       ion=o.ion, force=o.force)
+    return RankBuilder(*(reg.store(n) for n in ("validated", "predicted", "stability", "tunnels", "dft_comparison",
+                                                "insertion", "candidates", "structures")),
+                       preset=o.preset, ion=o.ion, force=o.force)
 
 
 def _funnel(reg: Registry, o: BuildOptions) -> Builder:
@@ -137,7 +165,7 @@ def _funnel(reg: Registry, o: BuildOptions) -> Builder:
 
 MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder | None]] = {
     "validate": _validate, "screen": _screen, "relax": _relax, "predict": _predict, "stability": _stability, "tunnels": _tunnels,
-    "dft": _dft, "rank": _rank, "funnel": _funnel,
+    "insertion": _insertion, "dft": _dft, "rank": _rank, "funnel": _funnel,
 }
 
 
@@ -158,7 +186,7 @@ def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None
         builder = make_builder(reg, name, options)
         if builder is None:
             continue
-        workers = options.workers if name in ("screen", "relax", "tunnels") else 1
+        workers = options.workers if name in PARALLEL else 1
         report = run_builder(builder, name, workers=workers, progress=progress)
         reports.append(report)
         if on_stage:

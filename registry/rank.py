@@ -3,7 +3,9 @@
 A criterion reads one field of the joined stage documents. Hard criteria must pass for a candidate to pass;
 every criterion adds `weight * s` to the score, where `s` in [0, 1] is 1 for a pass of a yes/no test and, for a
 numeric test with a `scale`, a linear ramp of the margin: s = clip(0.5 + margin / (2 * scale), 0, 1), so a value
-exactly at the threshold scores 0.5. The score orders candidates; the verdicts explain them.
+exactly at the threshold scores 0.5 (for `between`, the margin to the nearer bound). The score orders candidates;
+the verdicts explain them. A missing value fails its criterion with a note, so criteria on optional stages
+(insertion) are soft: they order the candidates that have the value and fail none that lack it.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ TRANSITION_METALS = ("Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", 
                      "Rh", "Pd", "Ag", "Cd", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg")
 PAPER_TMS = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu")
 WORKING_IONS = ("Mg", "Zn", "Ca", "Al")
+# Average voltage (V vs the metal) worth having, per ion: above ~1 V (0.5 V for Al, whose oxide hosts sit near 1 V)
+# and under the anodic limit of a usual electrolyte: ~3.5 V for Mg glyme electrolytes, ~2 V for aqueous Zn (oxygen
+# evolution), ~4 V for Ca[B(hfip)4]2 in DME, ~2.5 V for AlCl3-[EMIm]Cl. Rough: edit them for your electrolyte.
+VOLTAGE_WINDOWS = {"Mg": (1.0, 3.5), "Zn": (0.8, 2.0), "Ca": (1.0, 4.0), "Al": (0.5, 2.5)}
 
-Op = Literal["<", "<=", ">", ">=", "==", "any_of", "all_of", "none_of"]
-_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+Op = Literal["<", "<=", ">", ">=", "==", "between", "any_of", "all_of", "none_of"]
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+            "between": lambda value, bounds: bounds[0] <= value <= bounds[1]}
 
 
 class Criterion(BaseModel):
     name: str
     field: str = Field(description="Dotted path in the joined record; '{ion}' is replaced by the working ion")
     op: Op
-    threshold: Any
+    threshold: Any = Field(description="A value, [low, high] for `between`, or a mapping working ion -> either")
     hard: bool = True
     weight: float = 1.0
     scale: float | None = Field(None, description="Numeric margin that moves the score from 0.5 to 1 (or 0)")
@@ -60,19 +67,27 @@ def _get(record: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _margin(op: str, value: float, threshold: Any) -> float:
+    """How far inside the limit a value is (negative: outside)."""
+    if op == "between":
+        return min(value - threshold[0], threshold[1] - value)
+    return (threshold - value) if op in ("<", "<=") else (value - threshold)
+
+
 def evaluate(criterion: Criterion, record: Mapping[str, Any], ion: str) -> Verdict:
     field = criterion.field.replace("{ion}", ion)
     value = _get(record, field)
-    threshold = criterion.threshold
+    threshold = criterion.threshold.get(ion) if isinstance(criterion.threshold, Mapping) else criterion.threshold
     note = None
     score = 0.0
     if value is None or (isinstance(value, float) and math.isnan(value)):
         passed, note = False, f"no value for {field} (stage not run or failed)"
+    elif threshold is None:
+        passed, note = False, f"no threshold for {ion}"
     elif criterion.op in _COMPARE:
         passed = bool(_COMPARE[criterion.op](value, threshold))
         if criterion.scale and isinstance(value, int | float) and not isinstance(value, bool):
-            margin = (threshold - value) if criterion.op in ("<", "<=") else (value - threshold)
-            score = min(1.0, max(0.0, 0.5 + margin / (2 * criterion.scale)))
+            score = min(1.0, max(0.0, 0.5 + _margin(criterion.op, value, threshold) / (2 * criterion.scale)))
         else:
             score = float(passed)
     else:
@@ -134,6 +149,13 @@ PRESETS: dict[str, Preset] = {
             Criterion(name="novel", field="novel", op="==", threshold=True, description="no known structure matches"),
             Criterion(name="converged", field="converged", op="==", threshold=True, hard=False, weight=0.5,
                       description="soft: the relaxation converged"),
+            Criterion(name="voltage", field="average_voltage.{ion}", op="between", threshold=VOLTAGE_WINDOWS,
+                      scale=0.5, hard=False,
+                      description="soft: ML average insertion voltage (V vs the metal) inside the ion's window"),
+            Criterion(name="capacity", field="capacity_grav.{ion}", op=">=", threshold=100.0, scale=100.0, hard=False,
+                      description="soft: ML gravimetric capacity >= 100 mAh/g of the discharged state"),
+            Criterion(name="volume_change", field="max_delta_volume.{ion}", op="<=", threshold=0.1, scale=0.1,
+                      hard=False, description="soft: the lattice swells by at most 10% on insertion"),
         ],
     ),
     "paper": Preset(

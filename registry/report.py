@@ -1,6 +1,7 @@
 """The registry on one self-contained HTML page: the funnel and why documents dropped out, the stability,
-band-gap and channel-size distributions, convex hulls of the top candidates' systems, the elements among the
-candidates, ML-vs-DFT parity, and the ranked table with every criterion's verdict.
+band-gap and channel-size distributions, ML insertion voltage against capacity per working ion, convex hulls of
+the top candidates' systems, the elements among the candidates, ML-vs-DFT parity, and the ranked table with every
+criterion's verdict.
 
 Plotly figures are embedded with plotly.js inline, so the page needs no network. `build_report` returns the
 HTML; `write_report` writes it.
@@ -190,6 +191,22 @@ def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
     return fig
 
 
+def insertion_figure(docs: list[dict[str, Any]]) -> go.Figure:
+    """One trace per working ion: each framework's ML average voltage (vs the metal) against its gravimetric
+    capacity, from the insertion stage's per-ion values; ions without an electrode are left out."""
+    fig = go.Figure()
+    ions = sorted({ion for d in docs for ion, v in (d.get("average_voltage") or {}).items() if v is not None})
+    for ion in ions:
+        chosen = [d for d in docs if (d.get("average_voltage") or {}).get(ion) is not None]
+        fig.add_scatter(x=[d["capacity_grav"][ion] for d in chosen], y=[d["average_voltage"][ion] for d in chosen],
+                        mode="markers", name=ion, marker={"size": 9, "line": {"width": 0.5, "color": "#222"}},
+                        text=[f"{d.get('formula_pretty', '?')} ({d['registry_id']})" for d in chosen],
+                        hovertemplate=f"%{{text}}<br>{ion}: %{{y:.2f}} V, %{{x:.0f}} mAh/g<extra></extra>")
+    fig.update_layout(title="ML insertion voltage vs gravimetric capacity", xaxis_title="capacity (mAh/g)",
+                      yaxis_title="average voltage (V vs metal)", legend_title="working ion")
+    return fig
+
+
 def _ptable_position(element: Element) -> tuple[int, int]:
     """(row, column) on the usual 18-column table, lanthanides and actinides in two rows below."""
     z = element.Z
@@ -366,8 +383,8 @@ def build_report(reg: Registry, *, set_name: str | None = None, preset: str = "t
 
     rows = _ranked(reg, preset, ion, top, ids)
     sections = [_funnel_section(reg, preset, ion), _stability_section(reg, rows, criteria, ids),
-                _band_gap_section(reg, rows), _channel_section(reg), _hull_section(reg, rows),
-                _ptable_section(rows, ids is not None), _parity_section(reg, preset, ion),
+                _band_gap_section(reg, rows), _channel_section(reg), _insertion_section(reg),
+                _hull_section(reg, rows), _ptable_section(rows, ids is not None), _parity_section(reg, preset, ion),
                 _table_section(criteria, rows, notes, ids)]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
@@ -437,6 +454,15 @@ def _channel_section(reg: Registry) -> Section:
     if not tunnels:
         return Section("channels", "Channel size", note="No tunnel documents yet (registry build tunnels).")
     return Section("channels", "Channel size", _figure_html(channel_figure(tunnels), "channels", 460))
+
+
+def _insertion_section(reg: Registry) -> Section:
+    docs = reg.find({"state": {"$ne": "failed"}}, collection="insertion",
+                    fields=["registry_id", "formula_pretty", "average_voltage", "capacity_grav"])
+    title = "Insertion voltage and capacity"
+    if not docs:
+        return Section("insertion", title, note="No insertion electrodes yet (registry build insertion).")
+    return Section("insertion", title, _figure_html(insertion_figure(docs), "insertion"))
 
 
 def _hull_section(reg: Registry, rows: list[dict[str, Any]]) -> Section:

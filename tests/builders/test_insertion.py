@@ -6,12 +6,23 @@ from pymatgen.core import Composition, Lattice, Structure
 from builders.insertion import NOT_ADMITTED, InsertionBuilder
 from registry.build import run_builder
 from registry.insertion import InsertionSettings
-from registry.pipeline import BuildOptions, make_builder
+from registry.pipeline import BuildOptions, build, make_builder
 
 F_MAH = 96485.33212 / 3.6  # Faraday's constant, mAh per mole of electrons
 AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"
 # few steps, one level, one ordering: these tests check the bookkeeping; the physics is in the slow test
 QUICK = InsertionSettings(steps=3, max_sites=1, max_levels=1, max_configurations=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a busy machine two torch threads run these small graphs many times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def relaxed(registry_id: str, structure: Structure) -> dict:
@@ -27,6 +38,7 @@ def frameworks(registry, shared_data):
     akaganeite = Structure.from_file(shared_data / "tunnel_references" / AKAGANEITE)
     sno2 = Structure(Lattice.tetragonal(4.74, 3.19), ["Sn", "Sn", "O", "O", "O", "O"],
                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.3, 0.3, 0], [0.7, 0.7, 0], [0.8, 0.2, 0.5], [0.2, 0.8, 0.5]])
+    registry.ensure_indexes()  # as `registry build` does, before maggma's own
     registry.collection("relaxed").insert_many([relaxed("akaganeite", akaganeite), relaxed("sno2", sno2)])
     everything = BuildOptions(ions=("Mg", "Ca"), exhaustive=True)  # no stability documents: analyse all
     run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)
@@ -77,6 +89,41 @@ def test_insertion_documents_and_reasons(frameworks):
     assert after["skipped_ions"] == {"Ca": NOT_ADMITTED}
     assert after["ions"]["Mg"]["wall_s"] == mg["wall_s"]
     assert run_builder(builder(reg, ["Mg", "Ca"]), "insertion", progress=False).processed == 0
+
+
+def test_the_build_chain_gates_insertion_and_ranks_with_its_values(frameworks):
+    """`registry build insertion` under the preset's E_hull gate, in two worker processes, for the ranked ion only;
+    then rank reads the ion's voltage, capacity and volume change."""
+    reg = frameworks
+    now = datetime.now(UTC)
+    for rid, e_hull in (("akaganeite", 0.05), ("sno2", 0.08), ("broken", 0.5)):  # orphan: no stability document
+        base = {"registry_id": rid, "state": "successful", "last_updated": now}
+        reg.collection("stability").insert_one({**base, "e_above_hull": e_hull})
+        reg.collection("predicted").insert_one({**base, "formation_energy_per_atom": -1.7, "band_gap": 0.5})
+        reg.collection("validated").insert_one({**base, "formula_pretty": rid, "elements": ["Fe", "H", "O"],
+                                                "novel": True, "unique": True, "origin_kind": "generated"})
+    options = BuildOptions(ion="Mg", workers=2, fmax=0.2, insertion_sites=1, insertion_levels=1,
+                           insertion_configurations=1, insertion_steps=3)
+    [report] = build(reg, "insertion", options, progress=False)
+    assert (report.processed, report.failed, report.gated) == (2, 1, 2)
+    docs = {d["registry_id"]: d for d in reg.find(collection="insertion")}
+    assert set(docs) == {"akaganeite", "sno2"}
+    akaganeite = docs["akaganeite"]
+    assert set(akaganeite["ions"]) == {"Mg"} and not akaganeite["skipped_ions"]  # not every tunnels ion
+    assert akaganeite["provenance"]["parameters"]["steps"] == 3 and akaganeite["ions"]["Mg"]["settings"]["fmax"] == 0.2
+    assert build(reg, "insertion", options, progress=False)[0].processed == 0
+
+    [ranked] = build(reg, "rank", options, progress=False)
+    assert ranked.processed == 3
+    candidate = reg.collection("candidates").find_one({"registry_id": "akaganeite", "ion": "Mg"})
+    verdicts = {v["name"]: v for v in candidate["criteria"]}
+    assert verdicts["voltage"]["value"] == akaganeite["average_voltage"]["Mg"]
+    assert verdicts["capacity"]["value"] == akaganeite["capacity_grav"]["Mg"] > 0
+    assert verdicts["volume_change"]["value"] == akaganeite["max_delta_volume"]["Mg"]
+    sno2 = reg.collection("candidates").find_one({"registry_id": "sno2", "ion": "Mg"})
+    assert sno2["values"]["insertion_error"].startswith("Mg: no reducible transition metal")
+    assert {v["name"]: v["note"] for v in sno2["criteria"]}["voltage"].startswith("no value for average_voltage.Mg")
+    assert build(reg, "rank", options, progress=False)[0].processed == 0
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ def test_the_whole_chain_is_incremental(loaded, fast):
 
     Ingestor(loaded).write([generated("mgo", rocksalt(4.21, ("Mg", "O")))])
     third = counts(build(loaded, "all", fast, progress=False))
-    assert third == {"validate": 1, "screen": 1, "relax": 1, "predict": 1, "stability": 1, "tunnels": 1, "dft": 0,
-                     "rank": 1, "funnel": 1}
+    assert third == {"validate": 1, "screen": 1, "relax": 1, "predict": 1, "stability": 1, "tunnels": 1,
+                     "insertion": 0, "dft": 0, "rank": 1, "funnel": 1}
     [mgo] = loaded.find({"formula_pretty": "MgO"}, collection="candidates")
     assert {v["name"] for v in mgo["criteria"]} >= {"oxide", "e_above_hull", "admits_ion", "novel"}
 

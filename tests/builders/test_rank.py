@@ -36,7 +36,7 @@ def test_candidates_store_every_verdict_and_rank_by_score(registry):
     assert docs["good"]["passed"] and docs["wide-gap"]["passed"]
     assert docs["good"]["score"] > docs["wide-gap"]["score"]
     assert not docs["known"]["passed"] and not docs["blocked"]["passed"]
-    failed = {v["name"] for v in docs["blocked"]["criteria"] if not v["passed"]}
+    failed = {v["name"] for v in docs["blocked"]["criteria"] if v["hard"] and not v["passed"]}
     assert failed == {"admits_ion"}
     verdict = next(v for v in docs["good"]["criteria"] if v["name"] == "e_above_hull")
     assert verdict["value"] == 0.02 and verdict["threshold"] == 0.1 and verdict["passed"]
@@ -52,3 +52,33 @@ def test_rank_is_incremental_per_preset_and_ion(registry):
     assert not a["passed"]
     assert rank(registry, preset="paper").processed == 2  # another preset ranks separately
     assert registry.count(collection="candidates") == 4
+
+
+def insertion_doc(rid: str, voltage: float | None, capacity: float | None, swelling: float | None, when=NOW) -> dict:
+    return {"insertion": {"registry_id": rid, "state": "successful", "last_updated": NOW,
+                          "provenance": {"builder": "insertion", "built_at": when},
+                          "average_voltage": {"Mg": voltage}, "capacity_grav": {"Mg": capacity},
+                          "max_delta_volume": {"Mg": swelling}}}
+
+
+def test_insertion_values_are_soft_criteria_and_a_new_ion_reranks(registry):
+    insert(registry, stage_docs("host"), stage_docs("overvolted"), stage_docs("bare"),
+           insertion_doc("host", 2.2, 180.0, 0.04), insertion_doc("overvolted", 4.5, 60.0, 0.3))
+    assert rank(registry).processed == 3
+    docs = {d["registry_id"]: d for d in registry.find({"preset": "tunnel", "ion": "Mg"}, collection="candidates")}
+    verdicts = {rid: {v["name"]: v for v in d["criteria"]} for rid, d in docs.items()}
+    assert docs["host"]["values"]["average_voltage"]["Mg"] == 2.2
+    assert verdicts["host"]["voltage"]["threshold"] == [1.0, 3.5] and verdicts["host"]["voltage"]["passed"]
+    assert verdicts["host"]["capacity"]["passed"] and verdicts["host"]["volume_change"]["passed"]
+    assert not any(verdicts["overvolted"][n]["passed"] for n in ("voltage", "capacity", "volume_change"))
+    assert "no value for average_voltage.Mg" in verdicts["bare"]["voltage"]["note"]
+    # soft: all three pass the hard criteria; the insertion values order them
+    assert all(d["passed"] for d in docs.values())
+    assert docs["host"]["score"] > max(docs["bare"]["score"], docs["overvolted"]["score"])
+
+    # the insertion stage rewrote "bare" (an ion added) without a newer source: only it is ranked again
+    insert(registry, insertion_doc("bare", 1.5, 120.0, 0.02, when=NOW + timedelta(seconds=5)))
+    assert rank(registry).processed == 1
+    [bare] = registry.find({"registry_id": "bare", "preset": "tunnel"}, collection="candidates")
+    assert bare["values"]["capacity_grav"] == {"Mg": 120.0} and bare["score"] > docs["bare"]["score"]
+    assert rank(registry).processed == 0

@@ -53,3 +53,13 @@ def test_the_prefilter_applies_the_hard_criteria_validated_documents_can_decide(
         {"novel": True}]}
     paper = PRESETS["paper"].prefilter()
     assert paper == {"$and": [{"elements": {"$in": ["Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu"]}}]}
+
+
+def test_a_window_per_ion_scores_the_margin_to_the_nearer_bound():
+    c = Criterion(name="v", field="average_voltage.{ion}", op="between", threshold={"Mg": (1.0, 3.5), "Zn": (0.8, 2.0)},
+                  scale=0.5, hard=False)
+    record = {"average_voltage": {"Mg": 3.25, "Zn": 2.25, "Ca": 2.0}}
+    mg, zn, ca = (evaluate(c, record, ion) for ion in ("Mg", "Zn", "Ca"))
+    assert mg.passed and mg.threshold == (1.0, 3.5) and mg.score == pytest.approx(0.75)  # 0.25 V inside
+    assert not zn.passed and zn.score == pytest.approx(0.25)  # 0.25 V above Zn's window
+    assert not ca.passed and ca.note == "no threshold for Ca"

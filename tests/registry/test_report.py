@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.report import build_report, dropout_reasons, funnel_counts, write_report
+from registry.report import build_report, dropout_reasons, funnel_counts, insertion_figure, write_report
 from registry.sets import add_members, create_set
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,6 +72,25 @@ def test_a_set_report_shows_its_members_notes_and_parity_once_there_is_dft(seede
     finally:
         registry.collection("dft_comparison").drop()
     assert 'id="fig-parity-band_gap"' in page and "MAE 0.400" in page
+
+
+def test_a_voltage_capacity_plot_per_ion_once_there_are_insertion_documents(seeded):
+    registry, ids = seeded
+    assert "No insertion electrodes yet" in build_report(registry) and "fig-insertion" not in build_report(registry)
+    docs = [{"registry_id": ids["VO2"], "state": "successful", "formula_pretty": "VO2",
+             "average_voltage": {"Mg": 2.1, "Zn": 1.2}, "capacity_grav": {"Mg": 250.0, "Zn": 150.0}},
+            {"registry_id": ids["TiVO4"], "state": "successful", "formula_pretty": "TiVO4",
+             "average_voltage": {"Mg": 1.6, "Al": None}, "capacity_grav": {"Mg": 120.0, "Al": None}},
+            {"registry_id": ids["CrO2"], "state": "failed", "error": "Mg: no reducible transition metal",
+             "formula_pretty": "CrO2", "average_voltage": {}, "capacity_grav": {}}]
+    registry.collection("insertion").insert_many(docs)
+    try:
+        page = build_report(registry)
+    finally:
+        registry.collection("insertion").drop()
+    assert 'id="fig-insertion"' in page and "No insertion electrodes yet" not in page
+    traces = {t.name: (list(t.x), list(t.y)) for t in insertion_figure(docs).data}
+    assert traces == {"Mg": ([250.0, 120.0], [2.1, 1.6]), "Zn": ([150.0], [1.2])}  # Al has no electrode
 
 
 def test_an_empty_registry_gives_a_page_that_says_what_is_missing(registry):
