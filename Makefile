@@ -28,6 +28,7 @@ demo: install
 	$(BIN)/registry generate substitute --prototype $(AKAGANEITE) --max-per-parent 12
 	$(BIN)/registry build all --workers 2 --steps 300
 	$(BIN)/registry sets create demo-top --top 10 -d "best Mg-host candidates of the demo run" --author make-demo
+	rm -f $(OUT)/demo-top.tar.gz  # a bundle is never overwritten in place
 	$(BIN)/registry sets export demo-top $(OUT)/demo-top.tar.gz
 	$(BIN)/registry report $(OUT)/report.html --set demo-top
 	$(BIN)/registry stats

@@ -15,11 +15,11 @@ from math import ceil
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
-from registry.rank import get_preset, judge
+from registry.rank import PREFILTER_FLAGS, get_preset, judge
 from schemas.funnel import FunnelDoc
 
 STAGE_FIELDS = {
-    "screened": ["state", "error", "static_e_above_hull"],
+    "screened": ["state", "error", "static_e_above_hull", "static_formation_energy_per_atom"],
     "relaxed": ["state", "error", "status"],
     "predicted": ["state", "error"],
     "stability": ["state", "error", "e_above_hull"],
@@ -41,6 +41,7 @@ class FunnelBuilder(Builder):
         self.query = query or {}
         self._preset = get_preset(preset)
         self.limit = self._preset.threshold("e_above_hull")
+        self.screen_limits = {} if exhaustive else self._preset.screen_limits(margin)
         self.total: int | None = None
         stages = [screened, relaxed, predicted, stability, tunnels, candidates]
         super().__init__(sources=[validated, *stages], targets=[funnel], chunk_size=chunk_size)
@@ -64,7 +65,7 @@ class FunnelBuilder(Builder):
             where = {"registry_id": {"$in": chunk}}
             validated = {d["registry_id"]: d for d in self.validated.query(
                 criteria=where, properties=["registry_id", "state", "error", "valid", "reasons", "formula_pretty",
-                                            "elements", "novel", "unique", "origin_kind"])}
+                                            "elements", "origin_kind", *PREFILTER_FLAGS])}
             stage_docs = {}
             for name, store in stores.items():
                 crit = {**where, "preset": self.preset, "ion": self.ion} if name == "candidates" else where
@@ -85,22 +86,23 @@ class FunnelBuilder(Builder):
             return "validate", "validate", False, "; ".join(v.get("reasons") or [])
         if not item["in_scope"]:
             verdicts, _, _ = judge(self._preset, v, self.ion)
-            decided = [x.name for x in verdicts if x.hard and not x.passed and x.field in ("elements", "novel", "unique")]
+            decided = [x.name for x in verdicts if x.hard and not x.passed and x.field in ("elements", *PREFILTER_FLAGS)]
             return "validate", "prefilter", False, "outside the preset: fails " + (", ".join(decided) or "the scope")
         chain = [("screen", "screened"), ("relax", "relaxed"), ("predict", "predicted"), ("stability", "stability"),
                  ("tunnels", "tunnels")]
         reached = "prefilter"
         for stage, name in chain:
             doc = item[name]
-            if stage == "screen" and (self.exhaustive or self.limit is None):
+            if stage == "screen" and not self.screen_limits:
                 continue
             if doc is None:
                 return reached, stage, True, f"{stage} has not run on it yet"
             if doc.get("state") == "failed":
                 return reached, stage, False, doc.get("error")
-            if stage == "screen" and doc["static_e_above_hull"] > self.limit + self.margin:
-                return "screen", "screen", False, (f"static E_hull {doc['static_e_above_hull']:.3f} eV/atom > limit "
-                                                   f"{self.limit} + margin {self.margin}")
+            if stage == "screen" and (over := [f"{field} {doc[field]:.3f} eV/atom > {limit:.3f} (limit + margin "
+                                               f"{self.margin})" for field, limit in self.screen_limits.items()
+                                               if doc.get(field) is not None and doc[field] > limit]):
+                return "screen", "screen", False, "; ".join(over)
             gate = not self.exhaustive and self.limit is not None
             if stage == "stability" and gate and doc["e_above_hull"] > self.limit:
                 return "stability", "stability", False, f"E_hull {doc['e_above_hull']:.3f} eV/atom > {self.limit}"

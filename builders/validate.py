@@ -75,6 +75,7 @@ class ValidateBuilder(GroupStageBuilder):
             return []
         sources_updated = max(d["last_updated"] for d in docs)
         provenance = Provenance(builder="validate", parameters=self.parameters())
+        known = any(d["origin"]["kind"] == "mined" for d in docs)
         valid, out = [], []
         for d in docs:
             try:
@@ -86,7 +87,7 @@ class ValidateBuilder(GroupStageBuilder):
                             "last_updated": d["last_updated"], "sources_updated": sources_updated})
                 continue
             if reasons:
-                out.append(self._doc([d], [structure], checks, reasons, provenance, sources_updated))
+                out.append(self._doc([d], [structure], checks, reasons, provenance, sources_updated, known))
             else:
                 valid.append((d, structure, checks))
         if valid:
@@ -95,11 +96,11 @@ class ValidateBuilder(GroupStageBuilder):
                 members = [by_object[id(s)] for s in cluster]
                 members.sort(key=lambda m: (m[0]["origin"]["kind"] != "mined", m[0]["registry_id"]))
                 out.append(self._doc([m[0] for m in members], [m[1] for m in members], members[0][2], [],
-                                     provenance, sources_updated))
+                                     provenance, sources_updated, known))
         return out
 
     def _doc(self, docs: list[dict], structures: list[Structure], checks: ValidityChecks, reasons: list[str],
-             provenance: Provenance, sources_updated: datetime) -> dict:
+             provenance: Provenance, sources_updated: datetime, formula_known: bool) -> dict:
         rep = docs[0]
         origins = [Member(registry_id=d["registry_id"], kind=d["origin"]["kind"], source=d["origin"]["source"],
                           run_id=d["origin"].get("run_id")) for d in docs]
@@ -109,7 +110,7 @@ class ValidateBuilder(GroupStageBuilder):
             formula_pretty=rep["formula_pretty"], chemsys=rep["chemsys"], elements=rep["elements"],
             nsites=rep["nsites"], structure=structures[0], valid=not reasons, reasons=reasons, checks=checks,
             members=[d["registry_id"] for d in docs], member_origins=origins, origin_kind=rep["origin"]["kind"],
-            novel=all(m.kind != "mined" for m in origins), unique=len(runs) == len(set(runs)),
+            novel=all(m.kind != "mined" for m in origins), unique=len(runs) == len(set(runs)), formula_known=formula_known,
             structure_updated=rep["last_updated"], sources_updated=sources_updated,
         )
         return to_mongo(doc)

@@ -75,14 +75,17 @@ def _validate(reg: Registry, o: BuildOptions) -> Builder:
     return ValidateBuilder(reg.store("structures"), reg.store("validated"), force=o.force)
 
 
-def _screens(o: BuildOptions) -> bool:
-    return not o.exhaustive and o.e_above_hull() is not None
+def _screen_limits(o: BuildOptions) -> dict[str, float]:
+    """The static screen's cut-offs for this build; empty when nothing is screened."""
+    from registry.rank import get_preset
+
+    return {} if o.exhaustive else get_preset(o.preset).screen_limits(o.margin)
 
 
 def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
     from builders.screen import ScreenBuilder
 
-    if not _screens(o):
+    if not _screen_limits(o):
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
                          reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
@@ -92,9 +95,10 @@ def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
 def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
 
-    gate = {} if not _screens(o) else {
+    limits = _screen_limits(o)
+    gate = {} if not limits else {
         "gate": reg.store("screened"),
-        "gate_query": {"state": "successful", "static_e_above_hull": {"$lte": o.e_above_hull() + o.margin}},
+        "gate_query": {"state": "successful", **{field: {"$lte": limit} for field, limit in limits.items()}},
         "order_by": "static_e_above_hull"}
     return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
                         query=o.relax_scope(), potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,

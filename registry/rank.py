@@ -23,6 +23,10 @@ from pydantic import BaseModel, Field
 TRANSITION_METALS = ("Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Y", "Zr", "Nb", "Mo", "Tc", "Ru",
                      "Rh", "Pd", "Ag", "Cd", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg")
 PAPER_TMS = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu")
+# validated-document flags a hard criterion may test, so the prefilter can apply it before any relaxation
+PREFILTER_FLAGS = ("novel", "unique", "formula_known")
+# energies the static screen estimates before relaxation (as static_<field> in `screened`)
+SCREENED_FIELDS = ("e_above_hull", "formation_energy_per_atom")
 WORKING_IONS = ("Mg", "Zn", "Ca", "Al")
 # Average voltage (V vs the metal) worth having, per ion: above ~1 V (0.5 V for Al, whose oxide hosts sit near 1 V)
 # and under the anodic limit of a usual electrolyte: ~3.5 V for Mg glyme electrolytes, ~2 V for aqueous Zn (oxygen
@@ -108,7 +112,7 @@ class Preset(BaseModel):
 
     def prefilter(self) -> dict[str, Any]:
         """A Mongo filter on validated documents from the hard criteria they can already decide (elements,
-        novelty): the funnel's cheap first cut, so nothing is relaxed that cannot pass."""
+        novelty, a known formula): the funnel's cheap first cut, so nothing is relaxed that cannot pass."""
         clauses: list[dict[str, Any]] = []
         for c in self.criteria:
             if not c.hard:
@@ -116,9 +120,14 @@ class Preset(BaseModel):
             if c.field == "elements" and c.op in ("all_of", "any_of", "none_of"):
                 op = {"all_of": "$all", "any_of": "$in", "none_of": "$nin"}[c.op]
                 clauses.append({"elements": {op: list(c.threshold)}})
-            elif c.field in ("novel", "unique") and c.op == "==":
+            elif c.field in PREFILTER_FLAGS and c.op == "==":
                 clauses.append({c.field: c.threshold})
         return {"$and": clauses} if clauses else {}
+
+    def screen_limits(self, margin: float) -> dict[str, float]:
+        """The static screen's cut-offs: each energy limit of the preset loosened by `margin`, how far relaxation
+        may still bring a structure down (`builders/screen.py`). Empty: the preset has nothing to screen on."""
+        return {f"static_{f}": t + margin for f in SCREENED_FIELDS if (t := self.threshold(f)) is not None}
 
     def threshold(self, field: str) -> float | None:
         """The limit of the hard criterion reading `field` (e.g. e_above_hull), if the preset has one."""

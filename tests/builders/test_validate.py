@@ -43,3 +43,15 @@ def test_elements_the_models_lack_are_invalid(loaded):
     validate(loaded)
     [amo] = loaded.find({"formula_pretty": "AmO"}, collection="validated")
     assert not amo["valid"] and amo["checks"]["uncovered_elements"] == ["Am"]
+
+
+def test_a_new_polymorph_of_a_known_formula_is_novel_but_its_formula_is_known(loaded):
+    rocksalt_mno2 = rocksalt(4.3, ("Mn", "O"))
+    rocksalt_mno2.append("O", [0.25, 0.25, 0.25])  # MnO2, a structure no mined document has
+    Ingestor(loaded).write([generated("mno2-polymorph", rocksalt_mno2)])
+    validate(loaded)
+    docs = {d["registry_id"]: d for d in loaded.find({"formula_pretty": {"$in": ["MnO2", "MnO"]}},
+                                                     collection="validated")}
+    new = next(d for d in docs.values() if d["members"] == [d["registry_id"]] and d["formula_pretty"] == "MnO2")
+    assert new["novel"] and new["formula_known"]
+    assert not next(d for d in docs.values() if d["formula_pretty"] == "MnO")["formula_known"]

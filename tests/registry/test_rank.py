@@ -52,7 +52,14 @@ def test_the_prefilter_applies_the_hard_criteria_validated_documents_can_decide(
         {"elements": {"$all": ["O"]}}, {"elements": {"$in": list(PRESETS["tunnel"].criteria[1].threshold)}},
         {"novel": True}]}
     paper = PRESETS["paper"].prefilter()
-    assert paper == {"$and": [{"elements": {"$in": ["Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu"]}}]}
+    assert paper == {"$and": [{"elements": {"$in": ["Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu"]}},
+                              {"formula_known": False}]}
+
+
+def test_the_screen_loosens_every_energy_limit_by_the_margin():
+    assert PRESETS["tunnel"].screen_limits(0.5) == {"static_e_above_hull": pytest.approx(0.6)}
+    assert PRESETS["paper"].screen_limits(0.25) == {"static_e_above_hull": pytest.approx(0.33),
+                                                    "static_formation_energy_per_atom": pytest.approx(-1.25)}
 
 
 def test_a_window_per_ion_scores_the_margin_to_the_nearer_bound():
