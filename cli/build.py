@@ -33,6 +33,8 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fmax", default=0.1, show_default=True, help="Relaxation force criterion, eV/Å.")
 @click.option("--steps", default=500, show_default=True, help="Relaxation step limit.")
+@click.option("--relax-batch", default=BuildOptions.relax_batch, show_default=True,
+              help="Structures relaxed in lockstep, one batched forward pass per step (larger pays on a GPU).")
 @click.option("--workers", default=1, show_default=True, help="Processes for screen, relax, tunnels and insertion.")
 @click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
 @click.option("--scope", help="Mongo filter on validated documents: what to relax and carry on "
@@ -54,12 +56,13 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
 @pass_context
 def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
-                  fmax: float, steps: int, workers: int, bandgap_model: str | None, scope: str | None, exhaustive: bool,
-                  margin: float, insertion_ions: tuple[str, ...], insertion_sites: int, insertion_levels: int,
+                  fmax: float, steps: int, relax_batch: int, workers: int, bandgap_model: str | None, scope: str | None,
+                  exhaustive: bool, margin: float, insertion_ions: tuple[str, ...], insertion_sites: int, insertion_levels: int,
                   insertion_configurations: int, insertion_steps: int, top: int) -> None:
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
-    options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps, workers=workers,
+    options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps,
+                           relax_batch=relax_batch, workers=workers,
                            bandgap_model=bandgap_model, ion=ion, preset=preset,
                            scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin,
                            insertion_ions=insertion_ions, insertion_sites=insertion_sites,
