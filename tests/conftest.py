@@ -48,3 +48,14 @@ def db_uri(server: ServerState) -> Iterator[str]:
 @pytest.fixture
 def registry(db_uri: str) -> Registry:
     return Registry(db_uri)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of small CHGNet graphs: on a busy machine two torch threads run them 10-30x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,15 +14,7 @@ AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"
 QUICK = InsertionSettings(steps=3, max_sites=1, max_levels=1, max_configurations=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a busy machine two torch threads run these small graphs many times slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def relaxed(registry_id: str, structure: Structure) -> dict:

@@ -28,15 +28,7 @@ DATA = shared_root()
 LEGACY_M3GNET = DATA / "matgl_pretrained" / "M3GNet-MP-2021.2.8-PES" if DATA else None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a busy machine two torch threads run these small graphs 10-30x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
