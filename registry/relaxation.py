@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -192,7 +193,9 @@ def relax_batch(structures: Sequence[Structure], potential: Potential, settings:
     settings = settings or RelaxSettings()
     # The cell filter and BFGS do thousands of 3x3 to 3Nx3N linear-algebra calls per relaxation. OpenBLAS threads
     # on matrices that small only contend: on 2 busy cores they took 75% of a relaxation's time (bench/relax.py).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        # the cell filter's matrix logarithm reports round-off (~1e-13) as a warning, once per step
+        warnings.filterwarnings("ignore", message="logm result may be inaccurate")
         return _relax_batch(structures, potential, settings, batch_size)
 
 
