@@ -25,11 +25,31 @@ from registry.client import Registry
 from registry.generation import run_generator
 from registry.ingest import Ingestor
 from registry.pipeline import BuildOptions, build
+from registry.rank import get_preset
 from registry.readers import iter_input_files, read_path
 from registry.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "registry" / "data" / "sample"
+
+
+def screen_misses(reg: Registry, presets: list[str], margin: float) -> list[str]:
+    """How often the screen would be wrong: structures both screened and relaxed (whatever preset let them through)
+    that a preset's screen limit holds back but whose relaxed value is under that preset's limit."""
+    static = {d["registry_id"]: d for d in reg.find({"state": "successful"}, collection="screened")}
+    final = {d["registry_id"]: d for d in reg.find({"state": "successful"}, collection="stability")
+             if d["registry_id"] in static}
+    lines = []
+    for preset in presets:
+        p = get_preset(preset)
+        for field, limit in p.screen_limits(margin).items():
+            name = field.removeprefix("static_")
+            held = [rid for rid, d in final.items() if static[rid][field] > limit]
+            missed = [rid for rid in held if final[rid][name] <= p.threshold(name)]
+            lines.append(f"screen check, {preset}: {field} > {limit:.2f} holds back {len(held)} of {len(final)} "
+                         f"screened-and-relaxed structures; {len(missed)} of them end under {p.threshold(name)} "
+                         f"after relaxation (missed)")
+    return lines
 
 
 def main() -> None:
@@ -39,6 +59,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--presets", default="tunnel,paper")
+    parser.add_argument("--margin", type=float, default=BuildOptions.margin)
     args = parser.parse_args()
 
     rows: list[tuple[str, str, int, int, int, int, float]] = []
@@ -58,7 +79,7 @@ def main() -> None:
             t_all = time.perf_counter()
             summary = []
             for preset in args.presets.split(","):
-                options = BuildOptions(preset=preset, workers=args.workers, steps=args.steps)
+                options = BuildOptions(preset=preset, workers=args.workers, steps=args.steps, margin=args.margin)
                 clock = [time.perf_counter()]
 
                 def record(r: StageReport, preset: str = preset, clock: list[float] = clock) -> None:
@@ -75,6 +96,7 @@ def main() -> None:
             drops = [d["initial_energy_per_atom"] - d["energy_per_atom"] for d in reg.find(
                 {"state": "successful"}, collection="relaxed", fields=["initial_energy_per_atom", "energy_per_atom"])
                 if d.get("initial_energy_per_atom") is not None]
+            misses = screen_misses(reg, args.presets.split(","), args.margin)
         finally:
             server.stop()
 
@@ -86,6 +108,8 @@ def main() -> None:
     Console().print(table)
     print("; ".join(summary))
     print(f"build time, all presets: {total / 60:.1f} min")
+    for line in misses:
+        print(line)
     if drops:
         q = statistics.quantiles(drops, n=20)
         print(f"relaxation energy drop over {len(drops)} structures (eV/atom): median {statistics.median(drops):.3f}, "
