@@ -39,13 +39,13 @@ def replicate(reg: Registry, copies: int) -> None:
     for name in ("structures", *TARGETS.values()):
         coll = reg.collection(name)
         docs = list(coll.find({}, {"_id": 0}))
-        for k in range(1, copies):
+        for k in range(1, copies if docs else 1):
             batch = []
             for d in docs:
                 c = dict(d)
                 c["registry_id"] = f"{d['registry_id']}~{k}"
-                if name == "candidates":
-                    c["candidate_id"] = f"{c['registry_id']}:{d['preset']}:{d['ion']}"
+                if name in ("candidates", "funnel"):  # keyed by registry id, preset and ion
+                    c[f"{name.removesuffix('s')}_id"] = f"{c['registry_id']}:{d['preset']}:{d['ion']}"
                 if name == "validated":
                     c["members"] = [f"{m}~{k}" for m in d["members"]]
                 batch.append(c)

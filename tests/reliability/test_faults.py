@@ -59,7 +59,6 @@ def test_kill_9_during_validate_then_rerun_ends_as_an_uninterrupted_run(server, 
         reg.client.drop_database(reg.database)
 
 
-@pytest.mark.slow
 def test_kill_9_anywhere_in_the_chain_then_rerun_ends_as_an_uninterrupted_run(server, tiny_chain, chain_reference):
     """20 kill points over 5 chains (fixed seeds), each chain resuming what the one before left."""
     reference, durations = chain_reference
