@@ -19,12 +19,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builders.funnel import content_hash
 from registry.client import Registry
 from registry.ingest import Ingestor
 from registry.pipeline import STAGES, TARGETS, BuildOptions, build
 from registry.readers import read_csv
 from registry.server import EmbeddedServer
 
+FUNNEL_FIELDS = ("registry_id", "preset", "ion", "formula_pretty", "origin_kind", "reached", "left_at", "pending",
+                 "reason")  # what FunnelBuilder hashes
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 
 
@@ -46,6 +49,8 @@ def replicate(reg: Registry, copies: int) -> None:
                 c["registry_id"] = f"{d['registry_id']}~{k}"
                 if name in ("candidates", "funnel"):  # keyed by registry id, preset and ion
                     c[f"{name.removesuffix('s')}_id"] = f"{c['registry_id']}:{d['preset']}:{d['ion']}"
+                if name == "funnel":
+                    c["content_hash"] = content_hash({f: c[f] for f in FUNNEL_FIELDS})
                 if name == "validated":
                     c["members"] = [f"{m}~{k}" for m in d["members"]]
                 batch.append(c)
@@ -88,6 +93,7 @@ def main() -> None:
     processed = sum(r.processed for r in reports)
     print(f"no-op `build all` over {n_docs} structures (every stage filled): {noop_s:.1f} s, "
           f"{processed} documents processed")
+    print("  per stage: " + ", ".join(f"{r.stage} {r.processed}" for r in reports))
 
 
 if __name__ == "__main__":

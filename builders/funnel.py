@@ -28,6 +28,11 @@ STAGE_FIELDS = {
 }
 
 
+def content_hash(body: dict) -> str:
+    """A record is rewritten only when this changes."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class FunnelBuilder(Builder):
     def __init__(self, validated: Store, screened: Store, relaxed: Store, predicted: Store, stability: Store,
                  tunnels: Store, candidates: Store, funnel: Store, preset: str = "tunnel", ion: str = "Mg",
@@ -121,7 +126,7 @@ class FunnelBuilder(Builder):
         body = {"registry_id": v["registry_id"], "preset": self.preset, "ion": self.ion,
                 "formula_pretty": v.get("formula_pretty") or "?", "origin_kind": v.get("origin_kind") or "?",
                 "reached": reached, "left_at": left_at, "pending": pending, "reason": reason}
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        digest = content_hash(body)
         if digest == item["existing"]:
             return None
         doc = FunnelDoc(funnel_id=f"{v['registry_id']}:{self.preset}:{self.ion}", content_hash=digest, **body)
