@@ -24,7 +24,7 @@ AKAGANEITE := $(SAMPLE)/tunnel_references/beta-FeOOH_akaganeite_hollandite-type_
 demo: install
 	$(BIN)/registry db start
 	$(BIN)/registry ingest $(SAMPLE)/mp20 $(SAMPLE)/tunnel_references
-	$(BIN)/registry generate cdvae $(SAMPLE)/cdvae/eval_gen_arrays.npz --filter oxides --limit 400
+	$(BIN)/registry generate cdvae $(SAMPLE)/cdvae/eval_gen_arrays.npz --filter oxides --limit 200
 	$(BIN)/registry generate substitute --prototype $(AKAGANEITE) --max-per-parent 12
 	$(BIN)/registry build all --workers 2 --steps 300
 	$(BIN)/registry sets create demo-top --top 10 -d "best Mg-host candidates of the demo run" --author make-demo

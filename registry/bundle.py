@@ -294,6 +294,7 @@ def export_set(reg: Registry, name: str, out: str | Path, *, version: int | None
 def _write_tar(files: Mapping[str, bytes], out: Path, when: datetime) -> None:
     top = out.name.removesuffix(".tar.gz").removesuffix(".tgz")
     partial = out.with_name(out.name + ".part")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(partial, "w:gz") as tar:
         for path, data in sorted(files.items()):
             info = tarfile.TarInfo(f"{top}/{path}")

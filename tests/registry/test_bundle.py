@@ -43,9 +43,9 @@ def untouched(reg) -> bool:
 
 def test_export_then_import_into_a_fresh_registry_reproduces_every_document(shared, registry, tmp_path):
     source, ids = shared
-    report = export_set(source, "mg-shortlist", tmp_path / "mg.tar.gz")
+    report = export_set(source, "mg-shortlist", tmp_path / "out" / "mg.tar.gz")
     assert report.members == 5 and report.version == 2
-    imported = import_bundle(registry, tmp_path / "mg.tar.gz")
+    imported = import_bundle(registry, tmp_path / "out" / "mg.tar.gz")
     assert imported.set_status == "created" and not imported.conflicts
     assert imported.written == {c: 5 for c in SCHEMAS}
 
