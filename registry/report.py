@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -223,7 +224,9 @@ def ptable_figure(counts: Mapping[str, int], title: str) -> go.Figure:
     text: list[list[str]] = [[""] * 18 for _ in range(10)]
     for number in range(1, 104):
         element = Element.from_Z(number)
-        row, col = _ptable_position(element)
+        with warnings.catch_warnings():  # pymatgen warns once per noble gas that it has no electronegativity
+            warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+            row, col = _ptable_position(element)
         z[row][col] = counts.get(element.symbol, 0)
         n = counts.get(element.symbol)
         text[row][col] = f"{element.symbol}<br>{n}" if n else element.symbol
