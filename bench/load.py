@@ -207,20 +207,22 @@ def main() -> None:
                     continue  # the unique key: upserts need it, it is never dropped
                 coll = reg.collection(shape.collection)
                 with_index, _, _ = measure(reg, [shape], 4, args.seconds, sample)
-                name = next(i["name"] for i in coll.list_indexes() if next(iter(i["key"])) == shape.index)
+                name = next(i["name"] for i in coll.list_indexes() if list(i["key"]) == [shape.index])
                 coll.drop_index(name)
                 without, _, _ = measure(reg, [shape], 4, args.seconds, sample)
                 coll.create_index([(shape.index, ASCENDING)])
                 a, b = with_index[shape.name], without[shape.name]
                 per_index.add_row(f"{shape.collection}.{shape.index}", shape.name, ms(a, 50), ms(b, 50), ms(a, 99),
                                   ms(b, 99), f"{percentile(b, 50) / percentile(a, 50):.1f}")
-            ranked = SHAPES[-1]  # not in the catalogue: a compound index for the ranked query's filter and sort
+            ranked = SHAPES[-1]  # the catalogue's compound index for the ranked query's filter and sort
             compound = [("preset", ASCENDING), ("ion", ASCENDING), ("passed", DESCENDING), ("score", DESCENDING)]
+            candidates = reg.collection("candidates")
+            candidates.drop_index(candidates.create_index(compound))  # the catalogue has it: measure without first
             before, _, _ = measure(reg, [ranked], 4, args.seconds, sample)
-            reg.collection("candidates").create_index(compound)
+            candidates.create_index(compound)
             after, _, _ = measure(reg, [ranked], 4, args.seconds, sample)
             a, b = after[ranked.name], before[ranked.name]
-            per_index.add_row("candidates.(preset, ion, passed, score) added", ranked.name, ms(a, 50), ms(b, 50),
+            per_index.add_row("candidates.(preset, ion, passed, score)", ranked.name, ms(a, 50), ms(b, 50),
                               ms(a, 99), ms(b, 99), f"{percentile(b, 50) / percentile(a, 50):.1f}")
             console.print(per_index)
         finally:

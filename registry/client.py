@@ -86,6 +86,8 @@ class Registry:
             coll.create_index([(spec.key, ASCENDING)], unique=True)
             for field in spec.indexes:
                 coll.create_index([(field, ASCENDING)])
+            for keys in spec.compound:
+                coll.create_index(list(keys))
 
     def find(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
              fields: list[str] | None = None, sort: list[tuple[str, int]] | None = None,

