@@ -5,8 +5,9 @@ Relaxation only lowers the energy, so a structure whose unrelaxed energy is alre
 paper's CDVAE samples the drop had a median of 0.14 eV/atom and a 95th percentile of 0.76 (`bench/funnel.py`
 measures it, and counts the structures a screen would have held back wrongly). So the default margin of
 0.5 eV/atom can hold back a structure that starts far from its minimum and that relaxation would have rescued; it
-buys one forward pass instead of tens for everything it holds back. `--margin` sets it; `--exhaustive` turns the screen off. The screen records the static values; the relax
-stage applies the limits of the preset in use, lowest static E_hull first.
+buys one forward pass instead of tens for everything it holds back. `--margin` sets it; `--exhaustive` turns the
+screen off. The screen records the static values; the relax stage applies the limits of the preset in use, lowest
+static E_hull first.
 """
 
 from __future__ import annotations
