@@ -1,10 +1,10 @@
 """rank: validated + predicted + stability + tunnels + insertion -> candidates, for one preset and working ion.
 
-A candidate is redone when any of its stage documents changed since it was ranked, or the preset's criteria
-changed. A document's change time is the later of its `last_updated` (its source's, maggma's convention) and its
-`provenance.built_at`: a stage can rewrite a document without a newer source (insertion adding an ion to a
-framework, a stage run with force). Each candidate stores every criterion's value, threshold and verdict, and the
-joined values.
+Whether a formula is already known comes from `validated` (`formula_known`). A candidate is redone when any of its
+stage documents changed since it was ranked, or the preset's criteria changed. A document's change time is the
+later of its `last_updated` (its source's, maggma's convention) and its `provenance.built_at`: a stage can rewrite
+a document without a newer source (insertion adding an ion to a framework, a stage run with force). Each
+candidate stores every criterion's value, threshold and verdict, and the joined values.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from schemas.stage import Provenance, State
 
 # What each stage contributes to the joined record the criteria read.
 STAGE_FIELDS = {
-    "validated": ["formula_pretty", "elements", "novel", "unique", "origin_kind", "members"],
+    "validated": ["formula_pretty", "elements", "novel", "unique", "formula_known", "origin_kind", "members"],
     "predicted": ["formation_energy_per_atom", "band_gap", "converged", "energy_per_atom"],
     "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "state", "error"],
     "tunnels": ["has_1d_channel", "channel_axis", "free_sphere", "admits", "state", "error"],
@@ -47,15 +47,13 @@ def _changed(doc: dict) -> datetime:
 
 class RankBuilder(Builder):
     def __init__(self, validated: Store, predicted: Store, stability: Store, tunnels: Store, dft_comparison: Store,
-                 insertion: Store, candidates: Store, structures: Store, preset: str = "tunnel", ion: str = "Mg",
+                 insertion: Store, candidates: Store, preset: str = "tunnel", ion: str = "Mg",
                  query: dict | None = None, force: bool = False, chunk_size: int = 200):
-        """`structures` tells which formulas are already known (mined), for the paper preset's formula test."""
         self.validated, self.predicted, self.stability, self.tunnels = validated, predicted, stability, tunnels
         self.dft_comparison, self.insertion = dft_comparison, insertion
         self.stores = {"validated": validated, "predicted": predicted, "stability": stability, "tunnels": tunnels,
                        "dft_comparison": dft_comparison, "insertion": insertion}
         self.candidates = candidates
-        self.structures = structures
         self.preset = preset
         self._preset = get_preset(preset)
         self.ion = ion
@@ -63,7 +61,7 @@ class RankBuilder(Builder):
         self.force = force
         self.chunk_size = chunk_size
         self.total: int | None = None
-        super().__init__(sources=[*self.stores.values(), structures], targets=[candidates], chunk_size=chunk_size)
+        super().__init__(sources=list(self.stores.values()), targets=[candidates], chunk_size=chunk_size)
 
     def _scope(self) -> dict:
         return {"preset": self._preset.name, "ion": self.ion}
@@ -91,13 +89,12 @@ class RankBuilder(Builder):
     def get_items(self) -> Iterator[dict]:
         stale = self._stale()
         self.total = len(stale)
-        known = set(self.structures.distinct("formula_pretty", {"origin.kind": "mined"}))
         for chunk in grouper(stale, self.chunk_size):
             docs = {name: {d["registry_id"]: d for d in store.query(
                 criteria={"registry_id": {"$in": list(chunk)}}, properties=[*CHANGED, *fields])}
                 for name, (store, fields) in ((n, (self.stores[n], f)) for n, f in STAGE_FIELDS.items())}
             for rid in chunk:
-                yield {"registry_id": rid, "known_formulas": known, **{name: docs[name].get(rid) for name in docs}}
+                yield {"registry_id": rid, **{name: docs[name].get(rid) for name in docs}}
 
     def process_item(self, item: dict) -> dict:
         record: dict[str, Any] = {}
@@ -111,7 +108,6 @@ class RankBuilder(Builder):
                 record[f"{name}_error"] = doc.get("error")
                 continue
             record.update({f: doc.get(f) for f in fields if f not in ("state", "error")})
-        record["formula_known"] = record.get("formula_pretty") in item["known_formulas"]
         verdicts, passed, score = judge(self._preset, record, self.ion)
         rid = item["registry_id"]
         doc = CandidateDoc(

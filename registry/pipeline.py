@@ -155,7 +155,7 @@ def _rank(reg: Registry, o: BuildOptions) -> Builder:
     from builders.rank import RankBuilder
 
     return RankBuilder(*(reg.store(n) for n in ("validated", "predicted", "stability", "tunnels", "dft_comparison",
-                                                "insertion", "candidates", "structures")),
+                                                "insertion", "candidates")),
                        preset=o.preset, ion=o.ion, force=o.force)
 
 

@@ -6,11 +6,11 @@ from registry.pipeline import BuildOptions, make_builder
 NOW = datetime.now(UTC)
 
 
-def stage_docs(rid: str, *, novel=True, e_hull=0.02, gap=0.3, admits=True, when=NOW) -> dict[str, dict]:
+def stage_docs(rid: str, *, novel=True, e_hull=0.02, gap=0.3, admits=True, known=False, when=NOW) -> dict[str, dict]:
     base = {"registry_id": rid, "state": "successful", "last_updated": when}
     return {
         "validated": {**base, "formula_pretty": "MgMn2O4", "elements": ["Mg", "Mn", "O"], "novel": novel,
-                      "unique": True, "origin_kind": "generated", "members": [rid]},
+                      "unique": True, "formula_known": known, "origin_kind": "generated", "members": [rid]},
         "predicted": {**base, "formation_energy_per_atom": -2.0, "band_gap": gap, "converged": True,
                       "energy_per_atom": -7.0},
         "stability": {**base, "e_above_hull": e_hull, "e_above_hull_all": e_hull, "thin_hull": False},
@@ -52,6 +52,15 @@ def test_rank_is_incremental_per_preset_and_ion(registry):
     assert not a["passed"]
     assert rank(registry, preset="paper").processed == 2  # another preset ranks separately
     assert registry.count(collection="candidates") == 4
+
+
+def test_the_paper_preset_reads_whether_the_formula_is_known_from_validated(registry):
+    insert(registry, stage_docs("new"), stage_docs("known", known=True))
+    rank(registry, preset="paper")
+    verdicts = {d["registry_id"]: next(v for v in d["criteria"] if v["name"] == "new_formula")
+                for d in registry.find({"preset": "paper"}, collection="candidates")}
+    assert verdicts["new"]["passed"] and not verdicts["known"]["passed"]
+    assert verdicts["known"]["value"] is True
 
 
 def insertion_doc(rid: str, voltage: float | None, capacity: float | None, swelling: float | None, when=NOW) -> dict:
