@@ -26,8 +26,6 @@ from registry.pipeline import STAGES, TARGETS, BuildOptions, build
 from registry.readers import read_csv
 from registry.server import EmbeddedServer
 
-FUNNEL_FIELDS = ("registry_id", "preset", "ion", "formula_pretty", "origin_kind", "reached", "left_at", "pending",
-                 "reason")  # what FunnelBuilder hashes
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 
 
@@ -50,7 +48,7 @@ def replicate(reg: Registry, copies: int) -> None:
                 if name in ("candidates", "funnel"):  # keyed by registry id, preset and ion
                     c[f"{name.removesuffix('s')}_id"] = f"{c['registry_id']}:{d['preset']}:{d['ion']}"
                 if name == "funnel":
-                    c["content_hash"] = content_hash({f: c[f] for f in FUNNEL_FIELDS})
+                    c["content_hash"] = content_hash(c)
                 if name == "validated":
                     c["members"] = [f"{m}~{k}" for m in d["members"]]
                 batch.append(c)

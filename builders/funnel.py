@@ -28,8 +28,12 @@ STAGE_FIELDS = {
 }
 
 
-def content_hash(body: dict) -> str:
+HASHED = ("registry_id", "preset", "ion", "formula_pretty", "origin_kind", "reached", "left_at", "pending", "reason")
+
+
+def content_hash(record: dict) -> str:
     """A record is rewritten only when this changes."""
+    body = {f: record[f] for f in HASHED}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
