@@ -280,10 +280,12 @@ def assert_subset_of(reg: Registry, reference: Mapping[str, dict], collections: 
 
 @dataclass(frozen=True)
 class KillPoint:
-    """Kill -9 the build `delay` seconds after `stage` began (the stage before it printed its line)."""
+    """Kill -9 the build `delay` seconds after `stage` began (the stage before it printed its line), or, with
+    `written`, once the stage's target holds that many documents: progress that no machine's speed can outrun."""
 
     stage: str
-    delay: float
+    delay: float = 0.0
+    written: int | None = None
 
 
 @dataclass
@@ -338,8 +340,14 @@ def _stages_done(lines: Sequence[tuple[float, str]]) -> list[str]:
     return [line.split()[0] for _, line in lines if line.strip() and line.split()[0] in STAGES]
 
 
-def kill_at(args: Sequence[str], point: KillPoint, env: Mapping[str, str], timeout: float = 300) -> KilledRun:
-    """Start `registry *args`, SIGKILL it at `point`, and say in which stage it landed."""
+def _wait_for_documents(proc: subprocess.Popen, reg: Registry, collection: str, n: int, deadline: float) -> None:
+    while proc.poll() is None and time.monotonic() < deadline and reg.count(collection=collection) < n:
+        time.sleep(0.005)
+
+
+def kill_at(args: Sequence[str], point: KillPoint, env: Mapping[str, str], timeout: float = 300,
+            reg: Registry | None = None) -> KilledRun:
+    """Start `registry *args`, SIGKILL it at `point` (`reg` reads its progress), and say in which stage it landed."""
     proc = subprocess.Popen(registry_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             cwd=ROOT, env=dict(env))
     lines, reader = timed_lines(proc)
@@ -349,7 +357,10 @@ def kill_at(args: Sequence[str], point: KillPoint, env: Mapping[str, str], timeo
         if index == 0 or set(STAGES[index - 1:]) & set(_stages_done(lines)):  # a stage that prints nothing
             break                                                                # is passed over
         time.sleep(0.01)
-    time.sleep(point.delay)
+    if point.written is None:
+        time.sleep(point.delay)
+    else:
+        _wait_for_documents(proc, reg, TARGETS[point.stage], point.written, deadline)
     landed = "finished"
     if proc.poll() is None:
         last = max((STAGES.index(s) for s in _stages_done(lines)), default=-1)
@@ -370,10 +381,10 @@ def kill_points(durations: Mapping[str, float], n: int, seed: int, stages: Seque
 
 
 def run_with_kills(args: Sequence[str], points: Sequence[KillPoint], env: Mapping[str, str],
-                   timeout: float = 300) -> KillTrial:
+                   timeout: float = 300, reg: Registry | None = None) -> KillTrial:
     """Kill a build at each point in turn (each run resumes what the last left), then let one run finish."""
     trial = KillTrial()
     for point in points:
-        trial.runs.append(kill_at(args, point, env, timeout))
+        trial.runs.append(kill_at(args, point, env, timeout, reg))
     trial.final_returncode = run_cli(*args, env=env, timeout=timeout).returncode
     return trial

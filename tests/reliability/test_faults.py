@@ -14,6 +14,7 @@ from registry.server import EmbeddedServer
 from tests.reliability.harness import (
     ROOT,
     VALIDATE,
+    KillPoint,
     assert_consistent,
     cli_env,
     clone,
@@ -44,14 +45,14 @@ def chain_reference(server, tiny_chain):
 
 
 def test_kill_9_during_validate_then_rerun_ends_as_an_uninterrupted_run(server, validate_reference):
-    reference, durations = validate_reference.state, validate_reference.durations
+    """Killed once a quarter, half and three quarters of the groups are written: each kill lands mid-stage."""
+    reference = validate_reference.state
     reg = validate_reference.inputs(server.uri)
     try:
-        points = kill_points(durations, 3, seed=7, stages=["validate"])
-        trial = run_with_kills(("--db", reg.uri, "build", "validate", "--top", "0"), points, cli_env())
-        assert [r.returncode for r in trial.runs if r.landed != "finished"] == [-9] * sum(
-            r.landed != "finished" for r in trial.runs)
-        assert any(r.landed == "validate" for r in trial.runs)
+        total = len(reference["validated"])
+        points = [KillPoint("validate", written=total * k // 4) for k in (1, 2, 3)]
+        trial = run_with_kills(("--db", reg.uri, "build", "validate", "--top", "0"), points, cli_env(), reg=reg)
+        assert [(r.landed, r.returncode) for r in trial.runs] == [("validate", -9)] * 3
         assert trial.final_returncode == 0
         assert_consistent(reg, ("structures", *VALIDATE))
         assert differences(snapshot(reg, VALIDATE), reference) == []
