@@ -33,15 +33,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "registry" / "data" / "sample"
 
 
-def screen_misses(reg: Registry, presets: list[str], margin: float) -> list[str]:
+def screen_misses(reg: Registry, presets: list[str], margin: float, channel_margin: float, ion: str) -> list[str]:
     """How often the screen would be wrong: structures both screened and relaxed (whatever preset let them through)
-    that a preset's screen limit holds back but whose relaxed value is under that preset's limit."""
+    that a preset's screen limit holds back but whose relaxed value is under that preset's limit; and, for the
+    free-sphere limit, those the tunnels stage then finds with a 1-D channel that admits the ion."""
     static = {d["registry_id"]: d for d in reg.find({"state": "successful"}, collection="screened")}
     final = {d["registry_id"]: d for d in reg.find({"state": "successful"}, collection="stability")
              if d["registry_id"] in static}
+    channels = {d["registry_id"]: d for d in reg.find({"state": "successful"}, collection="tunnels")
+                if d["registry_id"] in static}
     lines = []
     for preset in presets:
         p = get_preset(preset)
+        if (limit := p.channel_limit(ion, channel_margin)) is not None:
+            held = [rid for rid, d in channels.items() if (static[rid].get("static_free_sphere") or {}).get(ion, 1e9)
+                    < limit]
+            missed = [rid for rid in held if channels[rid]["has_1d_channel"] and channels[rid]["admits"].get(ion)]
+            lines.append(f"screen check, {preset}: static free sphere for {ion} < {limit:.2f} Å holds back {len(held)} "
+                         f"of {len(channels)} screened structures with a channel analysis; {len(missed)} of them end "
+                         f"with a 1-D channel that admits {ion} after relaxation (missed)")
         for field, limit in p.screen_limits(margin).items():
             name = field.removeprefix("static_")
             held = [rid for rid, d in final.items() if static[rid][field] > limit]
@@ -60,6 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--presets", default="tunnel,paper")
     parser.add_argument("--margin", type=float, default=BuildOptions.margin)
+    parser.add_argument("--channel-margin", type=float, default=BuildOptions.channel_margin)
     args = parser.parse_args()
 
     rows: list[tuple[str, str, int, int, int, int, float]] = []
@@ -79,7 +90,8 @@ def main() -> None:
             t_all = time.perf_counter()
             summary = []
             for preset in args.presets.split(","):
-                options = BuildOptions(preset=preset, workers=args.workers, steps=args.steps, margin=args.margin)
+                options = BuildOptions(preset=preset, workers=args.workers, steps=args.steps, margin=args.margin,
+                                       channel_margin=args.channel_margin)
                 clock = [time.perf_counter()]
 
                 def record(r: StageReport, preset: str = preset, clock: list[float] = clock) -> None:
@@ -96,7 +108,7 @@ def main() -> None:
             drops = [d["initial_energy_per_atom"] - d["energy_per_atom"] for d in reg.find(
                 {"state": "successful"}, collection="relaxed", fields=["initial_energy_per_atom", "energy_per_atom"])
                 if d.get("initial_energy_per_atom") is not None]
-            misses = screen_misses(reg, args.presets.split(","), args.margin)
+            misses = screen_misses(reg, args.presets.split(","), args.margin, args.channel_margin, BuildOptions.ion)
         finally:
             server.stop()
 

@@ -19,7 +19,7 @@ from registry.rank import PREFILTER_FLAGS, get_preset, judge
 from schemas.funnel import FunnelDoc
 
 STAGE_FIELDS = {
-    "screened": ["state", "error", "static_e_above_hull", "static_formation_energy_per_atom"],
+    "screened": ["state", "error", "static_e_above_hull", "static_formation_energy_per_atom", "static_free_sphere"],
     "relaxed": ["state", "error", "status"],
     "predicted": ["state", "error"],
     "stability": ["state", "error", "e_above_hull"],
@@ -40,9 +40,9 @@ def content_hash(record: dict) -> str:
 class FunnelBuilder(Builder):
     def __init__(self, validated: Store, screened: Store, relaxed: Store, predicted: Store, stability: Store,
                  tunnels: Store, candidates: Store, funnel: Store, preset: str = "tunnel", ion: str = "Mg",
-                 scope: dict | None = None, margin: float = 0.5, exhaustive: bool = False, query: dict | None = None,
-                 chunk_size: int = 500):
-        """`scope`, `margin` and `exhaustive` must be the build's own, so the record tells the cuts it made."""
+                 scope: dict | None = None, margin: float = 0.5, channel_margin: float = 0.2, exhaustive: bool = False,
+                 query: dict | None = None, chunk_size: int = 500):
+        """`scope`, the margins and `exhaustive` must be the build's own, so the record tells the cuts it made."""
         self.validated, self.screened, self.relaxed, self.predicted = validated, screened, relaxed, predicted
         self.stability, self.tunnels, self.candidates, self.funnel = stability, tunnels, candidates, funnel
         self.preset, self.ion, self.scope, self.margin = preset, ion, scope, margin
@@ -51,6 +51,8 @@ class FunnelBuilder(Builder):
         self._preset = get_preset(preset)
         self.limit = self._preset.threshold("e_above_hull")
         self.screen_limits = {} if exhaustive else self._preset.screen_limits(margin)
+        self.channel_margin = channel_margin
+        self.channel_limit = None if not self.screen_limits else self._preset.channel_limit(ion, channel_margin)
         self.total: int | None = None
         stages = [screened, relaxed, predicted, stability, tunnels, candidates]
         super().__init__(sources=[validated, *stages], targets=[funnel], chunk_size=chunk_size)
@@ -112,6 +114,10 @@ class FunnelBuilder(Builder):
                                                f"{self.margin})" for field, limit in self.screen_limits.items()
                                                if doc.get(field) is not None and doc[field] > limit]):
                 return "screen", "screen", False, "; ".join(over)
+            if stage == "screen" and self.channel_limit is not None and (
+                    df := (doc.get("static_free_sphere") or {}).get(self.ion)) is not None and df < self.channel_limit:
+                return "screen", "screen", False, (f"static free sphere for {self.ion} {df:.2f} Å < {self.channel_limit:.2f}"
+                                                   f" (2 r - channel margin {self.channel_margin})")
             gate = not self.exhaustive and self.limit is not None
             if stage == "stability" and gate and doc["e_above_hull"] > self.limit:
                 return "stability", "stability", False, f"E_hull {doc['e_above_hull']:.3f} eV/atom > {self.limit}"

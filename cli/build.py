@@ -43,6 +43,9 @@ def _print(report: StageReport, database: str) -> None:
               "the channel analysis and insertion: spend compute on everything in scope.")
 @click.option("--margin", default=0.5, show_default=True,
               help="Screen allowance (eV/atom): how far relaxation may bring a structure down.")
+@click.option("--channel-margin", default=BuildOptions.channel_margin, show_default=True,
+              help="Screen allowance (Å): how far relaxation may widen the ion's free sphere (presets that need "
+              "the channel to admit the ion).")
 @click.option("--insertion-ion", "insertion_ions", type=click.Choice(WORKING_IONS), multiple=True,
               help="Ion to insert (repeat for several; default: --ion). A later run with another ion adds it.")
 @click.option("--insertion-sites", default=BuildOptions.insertion_sites, show_default=True,
@@ -57,15 +60,16 @@ def _print(report: StageReport, database: str) -> None:
 @pass_context
 def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
                   fmax: float, steps: int, relax_batch: int, workers: int, bandgap_model: str | None, scope: str | None,
-                  exhaustive: bool, margin: float, insertion_ions: tuple[str, ...], insertion_sites: int, insertion_levels: int,
-                  insertion_configurations: int, insertion_steps: int, top: int) -> None:
+                  exhaustive: bool, margin: float, channel_margin: float, insertion_ions: tuple[str, ...],
+                  insertion_sites: int, insertion_levels: int, insertion_configurations: int, insertion_steps: int,
+                  top: int) -> None:
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
     options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps,
                            relax_batch=relax_batch, workers=workers,
                            bandgap_model=bandgap_model, ion=ion, preset=preset,
                            scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin,
-                           insertion_ions=insertion_ions, insertion_sites=insertion_sites,
+                           channel_margin=channel_margin, insertion_ions=insertion_ions, insertion_sites=insertion_sites,
                            insertion_levels=insertion_levels, insertion_configurations=insertion_configurations,
                            insertion_steps=insertion_steps)
     build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))

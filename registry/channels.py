@@ -180,6 +180,7 @@ def analyze_channels(
     max_barrier: float = MAX_BARRIER,
     resolution: float = RESOLUTION,
     encut: float = ENCUT,
+    bvse: bool = True,
 ) -> ChannelReport:
     """Zeo++ free spheres and BVSE percolation of each working ion, with the verdicts derived from them.
 
@@ -187,6 +188,8 @@ def analyze_channels(
     max_barrier: BVSE percolation energy (eV) up to which a path is open (see MAX_BARRIER).
     resolution: BVSE grid spacing (Å); coarsened for large cells (see MAX_GRID_POINTS).
     encut: BVSE energies above this (eV) count as no percolation.
+    bvse: False gives the geometry alone (tens of ms instead of seconds): each ion's free sphere and whether it
+        fits, no dimensionality; what the static screen needs.
     """
     species = [working_ion(name) for name in ions]
     a, b, c = structure.lattice.abc
@@ -219,7 +222,8 @@ def analyze_channels(
         report.zeopp_error = str(exc)
 
     for ion in species:
-        report.ions[ion.symbol] = _ion_channel(decorated, ion, report, radii, max_barrier, used_resolution, encut)
+        report.ions[ion.symbol] = _ion_channel(decorated, ion, report, radii, max_barrier, used_resolution, encut,
+                                               bvse)
 
     one_d = [ch for ch in report.ions.values() if ch.dimensionality == 1 and ch.path_vector is not None]
     decided = [ch for ch in report.ions.values() if ch.dimensionality is not None]
@@ -232,7 +236,7 @@ def analyze_channels(
 
 
 def _ion_channel(structure: Structure, ion: Species, report: ChannelReport, radii: dict[str, float],
-                 max_barrier: float, resolution: float, encut: float) -> IonChannel:
+                 max_barrier: float, resolution: float, encut: float, bvse: bool) -> IonChannel:
     in_structure = ion.symbol in {sp.symbol for sp in structure.composition}
     channel = IonChannel(ion=str(ion), in_structure=in_structure)
     errors = []
@@ -245,15 +249,16 @@ def _ion_channel(structure: Structure, ion: Species, report: ChannelReport, radi
         channel.fits = spheres.df >= 2 * channel.radius
     except ChannelAnalysisError as exc:
         errors.append(f"geometry: {exc}")
-    try:
-        grid, barriers = _bvse(structure, ion, resolution, encut)
-        channel.e_1d, channel.e_2d, channel.e_3d = barriers
-        channel.dimensionality = max((d for d, e in enumerate(barriers, 1) if e is not None and e <= max_barrier),
-                                     default=0)
-        if channel.dimensionality == 1:
-            channel.path_vector = _path_vector(grid, channel.e_1d + AXIS_TOLERANCE)
-    except ChannelAnalysisError as exc:
-        errors.append(f"BVSE: {exc}")
+    if bvse:
+        try:
+            grid, barriers = _bvse(structure, ion, resolution, encut)
+            channel.e_1d, channel.e_2d, channel.e_3d = barriers
+            channel.dimensionality = max((d for d, e in enumerate(barriers, 1) if e is not None and e <= max_barrier),
+                                         default=0)
+            if channel.dimensionality == 1:
+                channel.path_vector = _path_vector(grid, channel.e_1d + AXIS_TOLERANCE)
+        except ChannelAnalysisError as exc:
+            errors.append(f"BVSE: {exc}")
     if channel.fits is not None and channel.dimensionality is not None:
         channel.admits = channel.fits and channel.dimensionality >= 1
     elif channel.fits is False or channel.dimensionality == 0:
@@ -324,6 +329,11 @@ def _at_coordination(species: Species, table: dict[str, dict[str, dict[str, floa
     cn = min(table, key=lambda key: (abs(_cn_number(key) - FRAMEWORK_CN), _cn_number(key), key))
     spin = "High Spin" if "High Spin" in table[cn] else next(iter(table[cn]))
     return table[cn][spin]["ionic_radius"], f"{species} CN {cn}" + (f" {spin.lower()}" if spin else "")
+
+
+def ion_radius(name: str) -> float:
+    """The radius (Å) a working ion must fit through: 2 x this against a framework's free sphere decides `fits`."""
+    return _mobile_radius(working_ion(name))[0]
 
 
 def _mobile_radius(ion: Species) -> tuple[float, str]:

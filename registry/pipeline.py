@@ -50,6 +50,7 @@ class BuildOptions:
     scope: dict[str, Any] | None = None  # Mongo filter on validated docs: what to relax; None: the preset's prefilter
     exhaustive: bool = False  # relax everything in scope and analyse every relaxed structure's channels
     margin: float = 0.5  # eV/atom relaxation may bring a structure down (the screen's allowance)
+    channel_margin: float = 0.2  # Å relaxation may widen the ranked ion's free sphere (the screen's allowance)
     # Insertion caps (registry.insertion.InsertionSettings). The defaults keep `build all` to about one relaxation
     # per admitted framework: the ranked ion only, the fully discharged state only, one ordering.
     insertion_ions: tuple[str, ...] = ()  # (): the ranked ion `ion`
@@ -89,17 +90,19 @@ def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
                          reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
-                         force=o.force)
+                         ions=o.ions, force=o.force)
 
 
 def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
+    from registry.rank import get_preset
 
     limits = _screen_limits(o)
-    gate = {} if not limits else {
-        "gate": reg.store("screened"),
-        "gate_query": {"state": "successful", **{field: {"$lte": limit} for field, limit in limits.items()}},
-        "order_by": "static_e_above_hull"}
+    query: dict[str, Any] = {"state": "successful", **{field: {"$lte": limit} for field, limit in limits.items()}}
+    if limits and (channel := get_preset(o.preset).channel_limit(o.ion, o.channel_margin)) is not None:
+        free_sphere = f"static_free_sphere.{o.ion}"  # None (not computed) is not held back
+        query["$or"] = [{free_sphere: {"$gte": channel}}, {free_sphere: None}]
+    gate = {} if not limits else {"gate": reg.store("screened"), "gate_query": query, "order_by": "static_e_above_hull"}
     return RelaxBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("relaxed"),
                         query=o.relax_scope(), potential=o.potential, device=o.device, fmax=o.fmax, steps=o.steps,
                         batch_size=o.relax_batch, force=o.force, **gate)
@@ -164,7 +167,8 @@ def _funnel(reg: Registry, o: BuildOptions) -> Builder:
 
     return FunnelBuilder(*(reg.store(n) for n in ("validated", "screened", "relaxed", "predicted", "stability",
                                                   "tunnels", "candidates", "funnel")),
-                         preset=o.preset, ion=o.ion, scope=o.relax_scope(), margin=o.margin, exhaustive=o.exhaustive)
+                         preset=o.preset, ion=o.ion, scope=o.relax_scope(), margin=o.margin,
+                         channel_margin=o.channel_margin, exhaustive=o.exhaustive)
 
 
 MAKERS: dict[str, Callable[[Registry, BuildOptions], Builder | None]] = {

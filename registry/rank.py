@@ -129,6 +129,14 @@ class Preset(BaseModel):
         may still bring a structure down (`builders/screen.py`). Empty: the preset has nothing to screen on."""
         return {f"static_{f}": t + margin for f in SCREENED_FIELDS if (t := self.threshold(f)) is not None}
 
+    def channel_limit(self, ion: str, channel_margin: float) -> float | None:
+        """The static screen's free-sphere cut-off (Å): 2 r(ion) less `channel_margin`, how far relaxation may
+        still open the framework. None: no hard criterion needs the channel to admit the ion."""
+        from registry.channels import ion_radius
+
+        needs = any(c.hard and c.field == "admits.{ion}" and c.threshold is True for c in self.criteria)
+        return round(2 * ion_radius(ion) - channel_margin, 4) if needs else None
+
     def threshold(self, field: str) -> float | None:
         """The limit of the hard criterion reading `field` (e.g. e_above_hull), if the preset has one."""
         return next((float(c.threshold) for c in self.criteria if c.field == field and c.hard

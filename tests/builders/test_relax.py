@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from registry.build import run_builder
@@ -39,8 +41,8 @@ def test_a_wrong_model_is_refused_and_nothing_is_written(loaded, fast, shared_da
 
 def test_the_screen_holds_back_what_relaxation_cannot_rescue(loaded, fast):
     run(loaded, "validate", fast)
-    loose = BuildOptions(steps=5, fmax=0.2, scope={}, margin=0.5)
-    strict = BuildOptions(steps=5, fmax=0.2, scope={}, margin=-5.0)  # nothing can pass: E_hull <= 0.1 - 5
+    loose = replace(fast, margin=0.5)
+    strict = replace(fast, margin=-5.0)  # nothing can pass: E_hull <= 0.1 - 5
     assert run(loaded, "screen", strict).processed == 3
     report = run(loaded, "relax", strict)
     assert report.processed == 0 and report.gated == 3
@@ -48,3 +50,25 @@ def test_the_screen_holds_back_what_relaxation_cannot_rescue(loaded, fast):
     screened = {d["registry_id"]: d["static_e_above_hull"] for d in loaded.find(collection="screened")}
     relaxed = run(loaded, "relax", loose)
     assert relaxed.processed == sum(1 for v in screened.values() if v <= 0.6)
+
+
+def test_the_screen_holds_back_frameworks_too_dense_for_the_ion(loaded, fast):
+    """Pyrolusite's 1x1 tunnel (Df 0.58 Å) and rock salt are far narrower than Mg2+ (2 r = 1.14 Å): the tunnel
+    preset, which needs the channel to admit the ion, relaxes none of them; its funnel says why."""
+    run(loaded, "validate", fast)
+    tunnel = BuildOptions(steps=5, fmax=0.2, scope={})  # the default channel margin, 0.2 Å
+    run(loaded, "screen", tunnel)
+    screened = {d["formula_pretty"]: d for d in loaded.find(collection="screened")}
+    assert set(screened) == {"MnO2", "MgMnO2", "MnO"}
+    for d in screened.values():
+        assert set(d["static_free_sphere"]) == {"Mg", "Zn", "Ca", "Al"} and d["static_channel_error"] is None
+        assert 0 < d["static_free_sphere"]["Mg"] < 1.14 - 0.2
+    assert screened["MnO2"]["static_free_sphere"]["Mg"] == pytest.approx(0.579, abs=0.01)
+    assert run(loaded, "relax", tunnel).gated == 3
+    run(loaded, "funnel", tunnel)
+    reasons = {d["formula_pretty"]: d["reason"] for d in loaded.find({"left_at": "screen"}, collection="funnel")}
+    assert set(reasons) == {"MnO2", "MgMnO2", "MnO"}
+    assert all(r.startswith("static free sphere for Mg") for r in reasons.values())
+
+    report = run(loaded, "relax", BuildOptions(steps=5, fmax=0.2, scope={}, channel_margin=1.14))  # 2 r - 1.14 = 0
+    assert report.processed == 3 and report.gated == 0
