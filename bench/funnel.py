@@ -11,6 +11,7 @@ screen's margin is only safe if relaxation rarely brings a structure down by mor
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -45,13 +46,19 @@ def screen_misses(reg: Registry, presets: list[str], margin: float, channel_marg
     lines = []
     for preset in presets:
         p = get_preset(preset)
-        if (limit := p.channel_limit(ion, channel_margin)) is not None:
-            held = [rid for rid, d in channels.items() if (static[rid].get("static_free_sphere") or {}).get(ion, 1e9)
-                    < limit]
-            missed = [rid for rid in held if channels[rid]["has_1d_channel"] and channels[rid]["admits"].get(ion)]
-            lines.append(f"screen check, {preset}: static free sphere for {ion} < {limit:.2f} Å holds back {len(held)} "
-                         f"of {len(channels)} screened structures with a channel analysis; {len(missed)} of them end "
-                         f"with a 1-D channel that admits {ion} after relaxation (missed)")
+        if p.channel_limit(ion, channel_margin) is not None:
+            def check(m: float, p=p) -> tuple[float, int, int]:
+                limit = p.channel_limit(ion, m)
+                held = [r for r in channels if (static[r].get("static_free_sphere") or {}).get(ion, math.inf) < limit]
+                return limit, len(held), sum(bool(channels[r]["has_1d_channel"] and channels[r]["admits"].get(ion))
+                                             for r in held)
+
+            limit, held, missed = check(channel_margin)
+            lines.append(f"screen check, {preset}: static free sphere for {ion} < {limit:.2f} Å holds back {held} of "
+                         f"{len(channels)} screened structures with a channel analysis; {missed} of them end with a "
+                         f"1-D channel that admits {ion} after relaxation (missed)")
+            lines.append("  the same structures at other channel margins (held back / missed): " + ", ".join(
+                "{} Å: {}/{}".format(m, *check(m)[1:]) for m in (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)))
         for field, limit in p.screen_limits(margin).items():
             name = field.removeprefix("static_")
             held = [rid for rid, d in final.items() if static[rid][field] > limit]
@@ -71,11 +78,12 @@ def main() -> None:
     parser.add_argument("--presets", default="tunnel,paper")
     parser.add_argument("--margin", type=float, default=BuildOptions.margin)
     parser.add_argument("--channel-margin", type=float, default=BuildOptions.channel_margin)
+    parser.add_argument("--keep", type=Path, help="Keep the database in this folder (default: a temporary one)")
     args = parser.parse_args()
 
     rows: list[tuple[str, str, int, int, int, int, float]] = []
-    with tempfile.TemporaryDirectory() as home:
-        server = EmbeddedServer(Path(home))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedServer(args.keep or Path(tmp))
         try:
             reg = Registry(server.ensure_running().uri + "funnel")
             t = time.perf_counter()

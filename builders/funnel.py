@@ -40,7 +40,7 @@ def content_hash(record: dict) -> str:
 class FunnelBuilder(Builder):
     def __init__(self, validated: Store, screened: Store, relaxed: Store, predicted: Store, stability: Store,
                  tunnels: Store, candidates: Store, funnel: Store, preset: str = "tunnel", ion: str = "Mg",
-                 scope: dict | None = None, margin: float = 0.5, channel_margin: float = 0.2, exhaustive: bool = False,
+                 scope: dict | None = None, margin: float = 0.5, channel_margin: float = 0.4, exhaustive: bool = False,
                  query: dict | None = None, chunk_size: int = 500):
         """`scope`, the margins and `exhaustive` must be the build's own, so the record tells the cuts it made."""
         self.validated, self.screened, self.relaxed, self.predicted = validated, screened, relaxed, predicted

@@ -50,7 +50,7 @@ class BuildOptions:
     scope: dict[str, Any] | None = None  # Mongo filter on validated docs: what to relax; None: the preset's prefilter
     exhaustive: bool = False  # relax everything in scope and analyse every relaxed structure's channels
     margin: float = 0.5  # eV/atom relaxation may bring a structure down (the screen's allowance)
-    channel_margin: float = 0.2  # Å relaxation may widen the ranked ion's free sphere (the screen's allowance)
+    channel_margin: float = 0.4  # Å relaxation may widen the ranked ion's free sphere (the screen's allowance)
     # Insertion caps (registry.insertion.InsertionSettings). The defaults keep `build all` to about one relaxation
     # per admitted framework: the ranked ion only, the fully discharged state only, one ordering.
     insertion_ions: tuple[str, ...] = ()  # (): the ranked ion `ion`
@@ -84,13 +84,16 @@ def _screen_limits(o: BuildOptions) -> dict[str, float]:
 
 
 def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
+    """Free spheres only for a preset that gates on them (they cost ~0.2 s a structure, mostly oxidation states)."""
     from builders.screen import ScreenBuilder
+    from registry.rank import get_preset
 
     if not _screen_limits(o):
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
                          reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
-                         ions=o.ions, force=o.force)
+                         ions=o.ions if get_preset(o.preset).channel_limit(o.ion, o.channel_margin) is not None else (),
+                         force=o.force)
 
 
 def _relax(reg: Registry, o: BuildOptions) -> Builder:

@@ -141,6 +141,13 @@ _JUNK = st.one_of(
     st.lists(st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3)
                        .map(lambda xs: " ".join(map(str, xs))), st.sampled_from(ELEMENTS)), max_size=10)
     .map(lambda lines: "\n".join(["4.0 4.0 4.0", "90 90 90", *lines])),
+    st.builds(  # a valid text with one kind of token swapped for something out of range
+        lambda t: structure_to_text(Structure(
+            Lattice.tetragonal(4.4, 2.9), ["Mn", "Mn", "O", "O", "O", "O"],
+            [[0, 0, 0], [.5, .5, .5], [.3, .3, 0], [.7, .7, 0], [.8, .2, .5], [.2, .8, .5]]), translate=False
+        ).replace(*t),
+        st.tuples(st.sampled_from(["4.4", "90", "Mn", "0.30", "\n"]),
+                  st.sampled_from(["1e308", "0", "-4.4", "179.9999", "0.001", "Xx", "nan", "", "\n\n", "1e-9"]))),
 )
 
 
