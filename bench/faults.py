@@ -63,7 +63,6 @@ FAILPOINTS = [  # command, mode, data, what it stands for
     ("update", {"times": 1}, {"errorCode": 91}, "ShutdownInProgress once (retryable code)"),
     ("update", {"skip": 1, "times": 2}, {"closeConnection": True}, "dropped, and again on the retry"),
     ("update", "alwaysOn", {"errorCode": 2}, "BadValue (not retryable)"),
-    ("delete", {"times": 1}, {"closeConnection": True}, "connection dropped once"),
     ("aggregate", {"times": 1}, {"closeConnection": True}, "connection dropped once"),
     ("find", {"times": 1}, {"errorCode": 91}, "ShutdownInProgress once (retryable code)"),
     ("getMore", {"times": 1}, {"errorCode": 91}, "ShutdownInProgress once"),

@@ -86,9 +86,9 @@ def test_a_build_retries_a_failed_write_or_read_once_transparently(failpoint_dae
 @pytest.mark.parametrize(("commands", "mode", "data"), [
     (["update"], {"skip": 1, "times": 2}, {"closeConnection": True}),  # one chunk lands, then the retry fails too
     (["update"], "alwaysOn", {"errorCode": 2}),  # BadValue: not a retryable error
-    (["delete"], {"times": 1}, {"closeConnection": True}),  # a multi-document delete is never retried
+    (["find"], {"skip": 5, "times": 2}, {"closeConnection": True}),  # mid-stage: a read retried once, failing again
     (["getMore"], {"times": 1}, {"errorCode": 91}),  # reading the 149 formula groups; getMore is never retried
-], ids=["update-dropped-twice", "update-error", "delete-dropped", "getMore-error"])
+], ids=["update-dropped-twice", "update-error", "find-dropped-twice", "getMore-error"])
 def test_a_command_that_keeps_failing_stops_the_stage_cleanly_and_a_rerun_completes(
         failpoint_daemon, validate_reference, commands, mode, data):
     reference, reg = validate_reference.state, validate_reference.inputs(failpoint_daemon.uri)
