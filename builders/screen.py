@@ -12,9 +12,9 @@ static E_hull first.
 
 The free sphere (Zeo++ Df, no BVSE: tens of ms) lets a preset that needs the channel to admit the ion (`tunnel`)
 skip relaxing structures far too dense for it. Relaxation moves Df too (by up to 1.3 Å on CDVAE samples), so the
-cut-off is 2 r(ion) less a channel margin. On the first 1,000 of the paper's samples (157 relaxed with a channel
-analysis, 25 passing both channel criteria), a margin of 0.2 Å would have held back 78 and lost 4 of the 25;
-0.3 Å, 63 and 2; 0.4 Å (the default), 47 and 1; 0.6 Å, 16 and none. `bench/funnel.py` prints this check, the
+cut-off is 2 r(ion) less a channel margin. On the first 1,000 of the paper's samples with this screen off (157
+relaxed with a channel analysis, 25 passing both channel criteria), a margin of 0.2 Å would have held back 78 and
+lost 4 of the 25; 0.3 Å, 63 and 2; 0.4 Å (the default), 47 and 1; 0.6 Å, 16 and none. `bench/funnel.py` prints this check, the
 structures it would have held back wrongly. Free spheres are computed only for such a preset (`ions` empty
 otherwise); a structure screened without them is never held back for its channel.
 """

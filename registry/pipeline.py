@@ -83,26 +83,30 @@ def _screen_limits(o: BuildOptions) -> dict[str, float]:
     return {} if o.exhaustive else get_preset(o.preset).screen_limits(o.margin)
 
 
+def _channel_limit(o: BuildOptions) -> float | None:
+    """The static screen's free-sphere cut-off for the ranked ion; None when nothing is screened for it."""
+    from registry.rank import get_preset
+
+    return get_preset(o.preset).channel_limit(o.ion, o.channel_margin) if _screen_limits(o) else None
+
+
 def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
     """Free spheres only for a preset that gates on them (they cost ~0.2 s a structure, mostly oxidation states)."""
     from builders.screen import ScreenBuilder
-    from registry.rank import get_preset
 
     if not _screen_limits(o):
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
                          reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
-                         ions=o.ions if get_preset(o.preset).channel_limit(o.ion, o.channel_margin) is not None else (),
-                         force=o.force)
+                         ions=o.ions if _channel_limit(o) is not None else (), force=o.force)
 
 
 def _relax(reg: Registry, o: BuildOptions) -> Builder:
     from builders.relax import RelaxBuilder
-    from registry.rank import get_preset
 
     limits = _screen_limits(o)
     query: dict[str, Any] = {"state": "successful", **{field: {"$lte": limit} for field, limit in limits.items()}}
-    if limits and (channel := get_preset(o.preset).channel_limit(o.ion, o.channel_margin)) is not None:
+    if (channel := _channel_limit(o)) is not None:
         free_sphere = f"static_free_sphere.{o.ion}"  # None (not computed) is not held back
         query["$or"] = [{free_sphere: {"$gte": channel}}, {free_sphere: None}]
     gate = {} if not limits else {"gate": reg.store("screened"), "gate_query": query, "order_by": "static_e_above_hull"}
