@@ -114,6 +114,9 @@ class CHGNetPotential(Potential):
 
         with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its parameter count on every load
             self.model = CHGNet.load(model_name=model_name, use_device=device, verbose=False)
+        if not self.model.is_intensive:  # evaluate() reads energies per atom, as every released CHGNet gives them
+            raise PotentialLoadError(f"CHGNet model {model_name!r} predicts total energies; only per-atom models load")
+        self.model.eval()
         self.model.graph_converter.set_isolated_atom_response("error")  # an isolated atom is a broken crystal
         self.spec = "chgnet" if model_name == "0.3.0" else f"chgnet:{model_name}"
         self.name = "CHGNet"
@@ -128,14 +131,31 @@ class CHGNetPotential(Potential):
                                     on_isolated_atoms="error")  # it sets this on the shared model
 
     def evaluate(self, atoms: Sequence[Atoms]) -> list[Evaluation]:
-        """One batched forward pass; same numbers as `CHGNetCalculator` (energy per atom times atoms, GPa stress)."""
-        graphs = [self.model.graph_converter(AseAtomsAdaptor.get_structure(a)) for a in atoms]
+        """One batched forward pass and one backward pass for forces and stress together.
+
+        CHGNet's `predict_graph` runs its training path: one backward pass for forces and another for stress, each
+        keeping the graph for a second derivative. Inference needs neither: this takes half the time of a
+        relaxation step's model work (bench/profile_relax.py) and gives `CHGNetCalculator`'s numbers to float32
+        round-off (tests/registry/test_potentials.py).
+        """
+        import torch
+        from chgnet.model.model import BatchedGraph
+
+        model = self.model
+        graphs = [model.graph_converter(AseAtomsAdaptor.get_structure(a)).to(self.device) for a in atoms]
         with _quiet_chgnet():
-            preds = self.model.predict_graph(graphs, task="efs", batch_size=max(1, len(graphs)))
-        preds = [preds] if isinstance(preds, dict) else preds
-        return [Evaluation(float(p["e"]) * len(a), np.asarray(p["f"], dtype=float),
-                           full_3x3_to_voigt_6_stress(np.asarray(p["s"], dtype=float) * units.GPa))
-                for p, a in zip(preds, atoms, strict=True)]
+            batch = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
+                                             angle_basis_expansion=model.angle_basis_expansion, compute_stress=True)
+        prediction = model._compute(batch)  # the energy only; both derivatives follow from one backward pass
+        atoms_per_graph = prediction["atoms_per_graph"]
+        total = prediction["e"] * atoms_per_graph  # the model's energy is per atom (checked on loading)
+        grads = torch.autograd.grad(total.sum(), [*batch.atom_positions, *batch.strains])
+        if model.composition_model is not None:  # per-atom reference energies: no geometry, no derivative
+            total = total + model.composition_model(graphs) * atoms_per_graph
+        n = len(graphs)
+        return [Evaluation(float(e), -f.detach().cpu().numpy().astype(float),
+                           full_3x3_to_voigt_6_stress(s.detach().cpu().numpy().astype(float) / float(v)))
+                for e, f, s, v in zip(total.detach().cpu().numpy(), grads[:n], grads[n:], batch.volumes, strict=True)]
 
     def energy_per_atom(self, structures: Sequence[Structure]) -> list[float]:
         if not structures:
