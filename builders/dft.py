@@ -22,9 +22,8 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from builders.group import GroupStageBuilder, _naive
-from builders.stability import REFERENCE_QUERY
 from registry.decoding import decode
-from registry.hull import ReferenceHull, reference_entry, subsystems
+from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, reference_query, subsystems
 from registry.parity import stability_threshold
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
 from schemas.base import to_mongo
@@ -100,7 +99,7 @@ class DftBuilder(GroupStageBuilder):
                                              properties=["registry_id", "formula_pretty", "chemsys", "structure"])
         chemsys = (registry or {}).get("chemsys") or next((d["chemsys"] for d in docs if d.get("chemsys")), None)
         refs = list(self.structures.query(
-            criteria={**REFERENCE_QUERY, "chemsys": {"$in": subsystems(chemsys)}},
+            criteria=reference_query(chemsys),
             properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
                         "origin.source_id", "last_updated"])) if chemsys else []
         return {"ml": ml, "registry": registry, "references": refs}

@@ -18,7 +18,7 @@ from pymatgen.core import Structure
 from builders.group import _naive
 from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, working_ion
-from registry.hull import REFERENCE_QUERY, reference_entry, subsystems
+from registry.hull import reference_entry, reference_query, subsystems
 from registry.insertion import InsertionSettings, IonInsertion, insert
 from schemas.base import to_mongo
 from schemas.insertion import InsertionDoc
@@ -97,7 +97,7 @@ class InsertionBuilder(StageMapBuilder):
                    for d in items}
         wanted = sorted({s for chemsys in systems.values() for c in chemsys for s in subsystems(c)})
         references = list(self.structures.query(
-            {**REFERENCE_QUERY, "chemsys": {"$in": wanted}},
+            reference_query(wanted),
             properties=["chemsys", "formula_pretty", "reference.formation_energy_per_atom", "origin.source_id"]))
         for d in items:
             rid = d["registry_id"]

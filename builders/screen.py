@@ -30,7 +30,7 @@ from pymatgen.core import Composition, Structure
 
 from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, analyze_channels
-from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, subsystems
+from registry.hull import ReferenceHull, reference_entry, reference_query
 from registry.references import formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.relaxed import PotentialInfo
@@ -61,7 +61,7 @@ class ScreenBuilder(StageMapBuilder):
     def _hull(self, chemsys: str) -> ReferenceHull:
         hulls = self._hulls
         if chemsys not in hulls:
-            refs = self.structures.query(criteria={**REFERENCE_QUERY, "chemsys": {"$in": subsystems(chemsys)}},
+            refs = self.structures.query(criteria=reference_query(chemsys),
                                          properties=["formula_pretty", "reference", "origin"])
             hulls[chemsys] = ReferenceHull(chemsys, [reference_entry(r["formula_pretty"],
                                                                      r["reference"]["formation_energy_per_atom"],

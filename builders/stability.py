@@ -12,7 +12,7 @@ from typing import Any
 from maggma.core import Store
 
 from builders.group import GroupStageBuilder, _naive
-from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, subsystems
+from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, reference_query, subsystems
 from registry.references import REFERENCE_NAME
 from schemas.base import to_mongo
 from schemas.stability import StabilityDoc
@@ -53,7 +53,7 @@ class StabilityBuilder(GroupStageBuilder):
 
     def group_context(self, group: str, docs: list[dict]) -> dict[str, Any]:
         refs = list(self.structures.query(
-            criteria={**REFERENCE_QUERY, "chemsys": {"$in": subsystems(group)}},
+            criteria=reference_query(group),
             properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
                         "origin.source_id", "last_updated"]))
         return {"references": refs}

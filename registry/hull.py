@@ -18,6 +18,17 @@ from registry.references import elemental_entries
 REFERENCE_QUERY = {"origin.kind": "mined", "reference.formation_energy_per_atom": {"$type": "number"}}
 
 
+def reference_query(systems: str | Iterable[str]) -> dict[str, Any]:
+    """The known compounds of one chemical system and its subsystems (a str), or of exactly the given systems.
+
+    The indexed, selective `chemsys` comes first: SecantusDB plans from the first indexed field of a filter, and
+    with `origin.kind` first it scanned the whole collection (0.25 s against 5 ms per hull at 2,111 structures,
+    which was most of the screen stage's time). MongoDB's planner does not care about the order.
+    """
+    wanted = subsystems(systems) if isinstance(systems, str) else sorted(systems)
+    return {"chemsys": {"$in": wanted}, **REFERENCE_QUERY}
+
+
 def subsystems(chemsys: str) -> list[str]:
     """Every chemical system inside `chemsys` ("Mn-O" -> ["Mn", "O", "Mn-O"]), as stored in documents."""
     elements = sorted(chemsys.split("-"))

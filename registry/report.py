@@ -244,8 +244,7 @@ def hull_figures(reg: Registry, rows: list[dict[str, Any]]) -> tuple[list[tuple[
     pymatgen's PDPlotter. Returns the figures and why any system was left out."""
     from pymatgen.analysis.phase_diagram import PDPlotter
 
-    from builders.stability import REFERENCE_QUERY
-    from registry.hull import ReferenceHull, reference_entry, subsystems
+    from registry.hull import ReferenceHull, reference_entry, reference_query
 
     systems = list(dict.fromkeys("-".join(sorted(r["elements"])) for r in rows if r.get("elements")))
     figures, skipped = [], []
@@ -255,7 +254,7 @@ def hull_figures(reg: Registry, rows: list[dict[str, Any]]) -> tuple[list[tuple[
         if len(chemsys.split("-")) > HULL_MAX_ELEMENTS:
             skipped.append(f"{chemsys}: more than {HULL_MAX_ELEMENTS} elements (a 3-D hull), not drawn")
             continue
-        refs = reg.find({**REFERENCE_QUERY, "chemsys": {"$in": subsystems(chemsys)}},
+        refs = reg.find(reference_query(chemsys),
                         fields=["formula_pretty", "reference.formation_energy_per_atom", "origin.source_id"])
         mine = reg.find({"chemsys": chemsys, "state": {"$ne": "failed"},
                          "formation_energy_per_atom": {"$type": "number"}}, collection="predicted",
