@@ -16,6 +16,7 @@ from maggma.core import Builder, Store
 from maggma.utils import grouper
 
 from registry.rank import PREFILTER_FLAGS, get_preset, judge
+from registry.stores import among
 from schemas.funnel import FunnelDoc
 
 STAGE_FIELDS = {
@@ -63,7 +64,7 @@ class FunnelBuilder(Builder):
     def prechunk(self, number_splits: int) -> Iterator[dict]:
         ids = sorted(self.validated.distinct("registry_id", self.query))
         for split in grouper(ids, max(1, ceil(len(ids) / number_splits))):
-            yield {"query": {**self.query, "registry_id": {"$in": list(split)}}}
+            yield {"query": among("registry_id", split, self.query)}
 
     def get_items(self) -> Iterator[dict]:
         ids = sorted(self.validated.distinct("registry_id", self.query))

@@ -15,6 +15,8 @@ from typing import Any
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
+from registry.stores import among
+
 
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
@@ -83,7 +85,7 @@ class GroupStageBuilder(Builder):
         self.ensure_indexes()
         groups = self.stale_groups()
         for split in grouper(groups, max(1, ceil(len(groups) / number_splits))):
-            yield {"query": {**self.query, self.group_field: {"$in": list(split)}}}
+            yield {"query": among(self.group_field, split, self.query)}
 
     def get_items(self) -> Iterator[dict]:
         self.ensure_indexes()
@@ -93,7 +95,7 @@ class GroupStageBuilder(Builder):
         self.logger.info(f"{type(self).__name__}: {len(groups)} stale groups")
         for chunk in grouper(groups, self.chunk_size):
             docs: dict[str, list[dict]] = {g: [] for g in chunk}
-            for d in self.source.query(criteria={**self.query, self.group_field: {"$in": list(chunk)}}):
+            for d in self.source.query(criteria=among(self.group_field, chunk, self.query)):
                 docs[d[self.group_field]].append(d)
             for g in chunk:
                 yield {"group": g, "docs": docs[g], **self.group_context(g, docs[g])}

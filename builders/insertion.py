@@ -20,6 +20,7 @@ from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, working_ion
 from registry.hull import reference_entry, reference_query, subsystems
 from registry.insertion import InsertionSettings, IonInsertion, insert
+from registry.stores import among
 from schemas.base import to_mongo
 from schemas.insertion import InsertionDoc
 from schemas.relaxed import PotentialInfo
@@ -82,7 +83,7 @@ class InsertionBuilder(StageMapBuilder):
         if not ids:
             return []
         fields = list({*SOURCE_FIELDS, "last_updated"})
-        return list(self.tunnels.query({"$and": [self.query, {"registry_id": {"$in": sorted(ids)}}]},
+        return list(self.tunnels.query(among("registry_id", sorted(ids), self.query),
                                        properties=fields))
 
     def _joined(self, items: list[dict]) -> Iterator[dict]:

@@ -10,6 +10,8 @@ from maggma.builders import MapBuilder
 from maggma.core import Store
 from maggma.utils import grouper
 
+from registry.stores import among
+
 
 class StageMapBuilder(MapBuilder):
     """Incremental by maggma's rule (a source newer than its target is redone); `force` redoes everything in
@@ -45,7 +47,7 @@ class StageMapBuilder(MapBuilder):
         fields = [key, self.order_by] if self.order_by else [key]
         admitted: dict[str, Any] = {}
         for chunk in grouper([i[key] for i in items], 10_000):
-            for d in self.gate.query(criteria={**self.gate_query, key: {"$in": list(chunk)}}, properties=fields):
+            for d in self.gate.query(criteria=among(key, chunk, self.gate_query), properties=fields):
                 admitted[d[key]] = d.get(self.order_by) if self.order_by else None
         kept = [i for i in items if i[key] in admitted]
         self.gated = len(items) - len(kept)

@@ -19,6 +19,7 @@ from maggma.utils import grouper
 
 from builders.group import _naive
 from registry.rank import get_preset, judge
+from registry.stores import among
 from schemas.base import to_mongo
 from schemas.candidate import CandidateDoc
 from schemas.stage import Provenance, State
@@ -84,7 +85,7 @@ class RankBuilder(Builder):
     def prechunk(self, number_splits: int) -> Iterator[dict]:
         stale = self._stale()
         for split in grouper(stale, max(1, ceil(len(stale) / number_splits))):
-            yield {"query": {**self.query, "registry_id": {"$in": list(split)}}}
+            yield {"query": among("registry_id", split, self.query)}
 
     def get_items(self) -> Iterator[dict]:
         stale = self._stale()
@@ -130,5 +131,5 @@ class RankBuilder(Builder):
         have = set(self.candidates.distinct("registry_id", self._scope()))
         gone = list(have - ids)
         if gone and not self.query:
-            self.candidates.remove_docs({**self._scope(), "registry_id": {"$in": gone}})
+            self.candidates.remove_docs(among("registry_id", gone, self._scope()))
         super().finalize()

@@ -13,6 +13,7 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
 from registry.references import elemental_entries
+from registry.stores import among
 
 # Known compounds: mined structures that came with a formation energy (e.g. MP's).
 REFERENCE_QUERY = {"origin.kind": "mined", "reference.formation_energy_per_atom": {"$type": "number"}}
@@ -21,12 +22,10 @@ REFERENCE_QUERY = {"origin.kind": "mined", "reference.formation_energy_per_atom"
 def reference_query(systems: str | Iterable[str]) -> dict[str, Any]:
     """The known compounds of one chemical system and its subsystems (a str), or of exactly the given systems.
 
-    The indexed, selective `chemsys` comes first: SecantusDB plans from the first indexed field of a filter, and
-    with `origin.kind` first it scanned the whole collection (0.25 s against 5 ms per hull at 2,111 structures,
-    which was most of the screen stage's time). MongoDB's planner does not care about the order.
+    The selective `chemsys` comes first (`among`): with `origin.kind` first the embedded server read every mined
+    compound, 0.25 s against 5 ms per hull at 2,111 structures, which was most of the screen stage's time.
     """
-    wanted = subsystems(systems) if isinstance(systems, str) else sorted(systems)
-    return {"chemsys": {"$in": wanted}, **REFERENCE_QUERY}
+    return among("chemsys", subsystems(systems) if isinstance(systems, str) else sorted(systems), REFERENCE_QUERY)
 
 
 def subsystems(chemsys: str) -> list[str]:

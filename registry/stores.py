@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from maggma.stores import MongoStore
 
@@ -43,6 +45,20 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("dft_comparison", "registry_id", ("last_updated", "state")),
     )
 }
+
+
+def among(field: str, values: Iterable[Any], scope: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`scope` narrowed to the documents whose `field` is one of `values`, that condition first.
+
+    The embedded SecantusDB serves a filter of several fields through the index of the first field that has one;
+    MongoDB's planner weighs them all. With a scope's `state` first, reading 100 of 2,111 validated documents by
+    registry_id took 0.65 s instead of 0.026 s, and every chunk of an incremental build paid it.
+    """
+    clause = {field: {"$in": list(values)}}
+    scope = dict(scope or {})
+    if field in scope:  # the scope's own condition on the field must hold as well
+        return {"$and": [clause, scope]}
+    return {**clause, **scope}
 
 
 class RegistryStore(MongoStore):
