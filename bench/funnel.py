@@ -107,6 +107,8 @@ def main() -> None:
                     rows.append((preset, r.stage, r.processed + r.gated, r.processed - r.failed, r.failed, r.gated,
                                  now - clock[0]))
                     clock[0] = now
+                    print(f"{preset} {r.stage}: {rows[-1][2:]} done, {(now - t_all) / 60:.1f} min into the build",
+                          flush=True)  # a run stopped short still says where its time went
 
                 build(reg, "all", options, progress=True, on_stage=record)
                 passed = reg.count({"preset": preset, "ion": options.ion, "passed": True}, collection="candidates")
