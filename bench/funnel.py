@@ -49,7 +49,7 @@ def screen_misses(reg: Registry, presets: list[str], margin: float, channel_marg
         if p.channel_limit(ion, channel_margin) is not None:
             def check(m: float, p=p) -> tuple[float, int, int]:
                 limit = p.channel_limit(ion, m)
-                held = [r for r in channels if (static[r].get("static_free_sphere") or {}).get(ion, math.inf) < limit]
+                held = [r for r in channels if ((static[r].get("static_free_sphere") or {}).get(ion) or math.inf) < limit]
                 return limit, len(held), sum(bool(channels[r]["has_1d_channel"] and channels[r]["admits"].get(ion))
                                              for r in held)
 
