@@ -26,7 +26,7 @@ from registry.build import run_builder
 from registry.client import Registry
 from registry.ingest import Ingestor
 from registry.insertion import InsertionSettings
-from registry.pipeline import BuildOptions, make_builder
+from registry.pipeline import BuildOptions, _known, make_builder
 from registry.readers import read_cif, read_csv
 from registry.server import EmbeddedServer
 
@@ -66,7 +66,7 @@ def main() -> None:
             options = BuildOptions(scope={"members": {"$in": ids}}, exhaustive=True, ions=IONS)
             for stage in ("validate", "relax", "tunnels"):
                 run_builder(make_builder(reg, stage, options), stage, progress=False)
-            builder = InsertionBuilder(reg.store("tunnels"), reg.store("relaxed"), reg.store("structures"),
+            builder = InsertionBuilder(reg.store("tunnels"), reg.store("relaxed"), *_known(reg),
                                        reg.store("insertion"), ions=IONS, only_admitted=not args.all,
                                        query={"registry_id": {"$in": ids}},
                                        settings=InsertionSettings(steps=args.steps))

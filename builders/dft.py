@@ -21,11 +21,13 @@ from maggma.core import Store
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from builders.group import GroupStageBuilder, _naive
+from builders.group import GroupStageBuilder
 from registry.decoding import decode
-from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, reference_query, subsystems
+from registry.hull import reference_query
+from registry.known import KnownCompounds
 from registry.parity import stability_threshold
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
+from registry.stores import naive_utc
 from schemas.base import to_mongo
 from schemas.dft import Deltas, DftComparisonDoc, DftEnergies, KnownPolymorph, MlValues
 from schemas.stage import Provenance, State
@@ -44,20 +46,21 @@ class DftBuilder(GroupStageBuilder):
     group_field = "registry_id"
     members_field = "dft_ids"
 
-    def __init__(self, dft: Store, relaxed: Store, predicted: Store, stability: Store, structures: Store,
-                 comparison: Store, e_hull_threshold: float = 0.1, check_potcar: bool = True,
-                 query: dict | None = None, **kwargs: Any):
+    def __init__(self, dft: Store, relaxed: Store, predicted: Store, stability: Store, references: Store,
+                 reference_sets: Store, structures: Store, comparison: Store, e_hull_threshold: float = 0.1,
+                 check_potcar: bool = True, query: dict | None = None, **kwargs: Any):
         """`e_hull_threshold`: DFT E_hull (eV/atom) at or below which a structure counts as validated.
         `check_potcar`: MP2020's check that the POTCARs are MPRelaxSet's (off only for foreign data)."""
         self.dft = dft
         self.ml_stores = {"relaxed": relaxed, "predicted": predicted, "stability": stability}
-        self.structures = structures
+        self.references, self.reference_sets, self.structures = references, reference_sets, structures
+        self.known = KnownCompounds(references, reference_sets, structures)
         self.comparison = comparison
         self.e_hull_threshold = e_hull_threshold
         self.check_potcar = check_potcar
         scope = {"registry_id": {"$type": "string"}, **(query or {})}
-        super().__init__(dft, comparison, query=scope, extra_sources=[relaxed, predicted, stability, structures],
-                         **kwargs)
+        super().__init__(dft, comparison, query=scope,
+                         extra_sources=[relaxed, predicted, stability, references, reference_sets, structures], **kwargs)
 
     # ------------------------------------------------------------------------------------ staleness
 
@@ -69,7 +72,7 @@ class DftBuilder(GroupStageBuilder):
         newest: dict[str, datetime] = {}
         for store in self.ml_stores.values():
             for rid, lu in self._newest(store, {"registry_id": {"$in": ids}}, "registry_id").items():
-                newest[rid] = max(newest.get(rid, lu), lu, key=_naive)
+                newest[rid] = max(newest.get(rid, lu), lu, key=naive_utc)
         return newest
 
     def stale_groups(self) -> list[str]:
@@ -79,15 +82,13 @@ class DftBuilder(GroupStageBuilder):
         built = {d["registry_id"]: d for d in self.comparison.query(
             criteria={}, properties=["registry_id", "chemsys", "ml_updated", "references_updated"])}
         ml_times = self._ml_times(list(built))
-        reference_times = self._newest(self.structures, REFERENCE_QUERY, "chemsys")
         for rid, doc in built.items():
             if rid in ml_times and (doc.get("ml_updated") is None
-                                    or _naive(ml_times[rid]) > _naive(doc["ml_updated"])):
+                                    or naive_utc(ml_times[rid]) > naive_utc(doc["ml_updated"])):
                 stale.add(rid)
-            refs = [reference_times[s] for s in subsystems(doc["chemsys"]) if s in reference_times] \
-                if doc.get("chemsys") else []
-            if refs and (doc.get("references_updated") is None
-                         or max(_naive(t) for t in refs) > _naive(doc["references_updated"])):
+            newest = self.known.updated(doc["chemsys"]) if doc.get("chemsys") else None
+            if newest is not None and (doc.get("references_updated") is None
+                                       or naive_utc(newest) > naive_utc(doc["references_updated"])):
                 stale.add(rid)
         return sorted(stale)
 
@@ -102,7 +103,8 @@ class DftBuilder(GroupStageBuilder):
             criteria=reference_query(chemsys),
             properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
                         "origin.source_id", "last_updated"])) if chemsys else []
-        return {"ml": ml, "registry": registry, "references": refs}
+        return {"ml": ml, "registry": registry, "references": refs,
+                "references_updated": self.known.updated(chemsys) if chemsys else None}
 
     def process_group(self, item: dict) -> list[dict]:
         docs = item["docs"]
@@ -110,17 +112,17 @@ class DftBuilder(GroupStageBuilder):
             return []
         rid, registry, refs = item["group"], item["registry"] or {}, item["references"]
         ml = {k: v for k, v in item["ml"].items() if v and v.get("state", "successful") == State.successful.value}
-        sources_updated = max((d["last_updated"] for d in docs), key=_naive)
-        ml_updated = max((d["last_updated"] for d in item["ml"].values() if d), key=_naive, default=None)
+        sources_updated = max((d["last_updated"] for d in docs), key=naive_utc)
+        ml_updated = max((d["last_updated"] for d in item["ml"].values() if d), key=naive_utc, default=None)
         base: dict[str, Any] = {
             "registry_id": rid, "dft_ids": sorted(d["dft_id"] for d in docs),
             "formula_pretty": registry.get("formula_pretty"), "chemsys": registry.get("chemsys"),
             "e_hull_threshold": self.e_hull_threshold, "sources_updated": sources_updated, "ml_updated": ml_updated,
-            "references_updated": max((r["last_updated"] for r in refs), key=_naive, default=None),
-            "last_updated": max(filter(None, (sources_updated, ml_updated)), key=_naive),
+            "references_updated": item["references_updated"],
+            "last_updated": max(filter(None, (sources_updated, ml_updated)), key=naive_utc),
             "provenance": Provenance(builder="dft", parameters={
                 "compatibility": "MaterialsProject2020Compatibility", "check_potcar": self.check_potcar,
-                "references": REFERENCE_NAME, "reference_query": str(REFERENCE_QUERY),
+                "references": REFERENCE_NAME,
                 "e_hull_threshold": self.e_hull_threshold, "pymatgen": version("pymatgen")}),
         }
         usable = [d for d in docs if d.get("state") == State.successful.value and d.get("entry")]
@@ -167,8 +169,7 @@ class DftBuilder(GroupStageBuilder):
         formula = comp.reduced_formula
         chemsys = "-".join(sorted(e.symbol for e in comp.elements))
         e_form = formation_energy_per_atom(comp, entry.energy_per_atom)
-        hull = ReferenceHull(chemsys, [reference_entry(r["formula_pretty"], r["reference"]["formation_energy_per_atom"],
-                                                       r["origin"]["source_id"]) for r in refs])
+        hull = self.known.hull(chemsys)
         on_hull = hull.evaluate(formula, e_form)
         n = comp.num_atoms
         gap_doc = min((d for d in compatible if d.get("band_gap") is not None),
@@ -203,14 +204,14 @@ class DftBuilder(GroupStageBuilder):
             registry_id=best["registry_id"], source_id=best["origin"]["source_id"],
             formation_energy_per_atom=best["reference"]["formation_energy_per_atom"],
             dft_minus_known=e_form - best["reference"]["formation_energy_per_atom"]) if best else None
-        same_system = sum(1 for r in refs if r["chemsys"] == chemsys)
+        same_system = sum(1 for e in hull.references if e.composition.chemical_system == chemsys)
         return to_mongo(DftComparisonDoc(
             **{**base, "formula_pretty": formula, "chemsys": chemsys}, dft_id=chosen["dft_id"],
             functional=chosen.get("functional"), calc_kind=chosen.get("calc_kind"), dft=dft, ml=mlv, delta=delta,
             rmsd=rmsd, structure_retained=retained, volume_change=volume_change, dft_validated=validated,
             validation=reasons, known_polymorph=polymorph, n_references=hull.n_references,
             thin_hull=same_system == 0,
-            reference_source="mined structures' reference formation energies + " + REFERENCE_NAME,
+            reference_sets=list(hull.basis.reference_sets), hull_complete=hull.complete,
         ))
 
     def _verdict(self, e_hull: float, retained: bool | None, rmsd: float | None,
@@ -246,9 +247,9 @@ class DftBuilder(GroupStageBuilder):
 def make_dft_builder(reg: Registry, options: BuildOptions | None = None) -> DftBuilder:
     """The stage as `registry.pipeline.MAKERS` builds stages: validation threshold from the preset's E_hull
     criterion (0.1 eV/atom for tunnel)."""
-    from registry.pipeline import BuildOptions
+    from registry.pipeline import BuildOptions, _known
 
     o = options or BuildOptions()
     return DftBuilder(reg.store("dft"), reg.store("relaxed"), reg.store("predicted"), reg.store("stability"),
-                      reg.store("structures"), reg.store("dft_comparison"),
+                      *_known(reg), reg.store("dft_comparison"),
                       e_hull_threshold=stability_threshold(o.preset), force=o.force)

@@ -15,7 +15,7 @@ from typing import Any
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
-from registry.stores import among
+from registry.stores import among, naive_utc
 
 
 def _as_list(value: Any) -> list:
@@ -39,6 +39,7 @@ class GroupStageBuilder(Builder):
         self.total: int | None = None
         self.n_groups = 0
         self.skipped = 0
+        self.source_groups: dict[str, tuple[set[str], datetime]] = {}
         super().__init__(sources=[source, *(extra_sources or [])], targets=[target], chunk_size=chunk_size)
 
     def ensure_indexes(self) -> None:
@@ -67,14 +68,14 @@ class GroupStageBuilder(Builder):
 
     def stale_groups(self) -> list[str]:
         """Group keys to rebuild, sorted so runs and prechunks are reproducible."""
-        sources = self._source_groups()
+        sources = self.source_groups = self._source_groups()
         self.n_groups = len(sources)
         if self.force:
             return sorted(sources)
         targets = self._target_groups()
         stale = {g for g, (keys, lu) in sources.items()
                  if g not in targets or targets[g][0] != keys or targets[g][1] is None
-                 or _naive(lu) > _naive(targets[g][1])}
+                 or naive_utc(lu) > naive_utc(targets[g][1])}
         # groups whose sources all disappeared: rebuilding them deletes their targets (only when the query
         # restricts nothing but groups; otherwise a missing source may just be out of scope)
         if set(self.query) <= {self.group_field}:
@@ -127,7 +128,3 @@ class GroupStageBuilder(Builder):
         if stale:
             self.target.remove_docs({key: {"$in": stale}})
 
-
-def _naive(dt: datetime) -> datetime:
-    """Mongo returns naive UTC datetimes unless the client is tz-aware; compare them the same way."""
-    return dt.replace(tzinfo=None) if dt.tzinfo else dt

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from maggma.core import Store
 from pymatgen.core import Structure
 
-from builders.group import _naive
 from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, working_ion
-from registry.hull import reference_entry, reference_query, subsystems
+from registry.hull import subsystems
 from registry.insertion import InsertionSettings, IonInsertion, insert
-from registry.stores import among
+from registry.known import KnownCompounds
+from registry.stores import among, naive_utc
 from schemas.base import to_mongo
 from schemas.insertion import InsertionDoc
 from schemas.relaxed import PotentialInfo
@@ -35,13 +35,15 @@ NOT_ADMITTED = "the tunnels stage found no open channel for it"
 
 
 class InsertionBuilder(StageMapBuilder):
-    def __init__(self, tunnels: Store, relaxed: Store, structures: Store, insertion: Store,
+    def __init__(self, tunnels: Store, relaxed: Store, references: Store, reference_sets: Store, structures: Store,
+                 insertion: Store,
                  ions: Sequence[str] = DEFAULT_IONS, query: dict | None = None, potential: str = "chgnet",
                  device: str = "cpu", only_admitted: bool = True, settings: InsertionSettings | None = None,
                  **kwargs: Any):
-        """`structures` supplies the known compounds (mined, with a reference formation energy) for E_hull.
+        """`references`, `reference_sets` and `structures` supply the known compounds for E_hull (`registry.known`).
         With `only_admitted`, an ion is inserted only where the tunnels stage says the channel admits it."""
         self.tunnels, self.relaxed, self.structures, self.insertion = tunnels, relaxed, structures, insertion
+        self.references, self.reference_sets = references, reference_sets
         self.ions = list(ions)
         self.potential = potential
         self.device = device
@@ -53,7 +55,8 @@ class InsertionBuilder(StageMapBuilder):
         kwargs.setdefault("chunk_size", 1)
         super().__init__(tunnels, insertion, query={"$and": clauses}, projection=SOURCE_FIELDS,
                          store_process_time=False, **kwargs)
-        self.sources += [relaxed, structures]
+        self.known = KnownCompounds(references, reference_sets, structures)
+        self.sources += [relaxed, references, reference_sets, structures]
 
     # --- which frameworks, with what ---
 
@@ -97,16 +100,14 @@ class InsertionBuilder(StageMapBuilder):
         systems = {d["registry_id"]: ["-".join(sorted({*d["chemsys"].split("-"), ion})) for ion in self.ions]
                    for d in items}
         wanted = sorted({s for chemsys in systems.values() for c in chemsys for s in subsystems(c)})
-        references = list(self.structures.query(
-            reference_query(wanted),
-            properties=["chemsys", "formula_pretty", "reference.formation_energy_per_atom", "origin.source_id"]))
+        references = self.known.entries(wanted)
         for d in items:
             rid = d["registry_id"]
             inside = {s for c in systems[rid] for s in subsystems(c)}
             prev = previous.get(rid)
-            current = prev is not None and _naive(prev["last_updated"]) >= _naive(d["last_updated"])
+            current = prev is not None and naive_utc(prev["last_updated"]) >= naive_utc(d["last_updated"])
             yield {**d, "relaxed": relaxed.get(rid), "previous": prev if current else None,
-                   "references": [r for r in references if r["chemsys"] in inside]}
+                   "references": [r for r in references if r.composition.chemical_system in inside]}
 
     # --- one framework ---
 
@@ -155,10 +156,8 @@ class InsertionBuilder(StageMapBuilder):
                                            settings=self.settings) for ion in todo}
                 todo = []
             uvw = ((item.get("report") or {}).get("channel_axis") or {}).get("uvw")
-            refs = [reference_entry(r["formula_pretty"], r["reference"]["formation_energy_per_atom"],
-                                    r["origin"]["source_id"]) for r in item["references"]]
             for ion in todo:
-                ions[ion] = insert(host, ion, potential, self.settings, channel_uvw=uvw, references=refs,
+                ions[ion] = insert(host, ion, potential, self.settings, channel_uvw=uvw, references=item["references"],
                                    host_energy_per_atom=host_energy)
         return self._doc(item, info, provenance, ions, skipped)
 

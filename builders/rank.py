@@ -17,9 +17,8 @@ from typing import Any
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
-from builders.group import _naive
 from registry.rank import get_preset, judge
-from registry.stores import among
+from registry.stores import among, naive_utc
 from schemas.base import to_mongo
 from schemas.candidate import CandidateDoc
 from schemas.stage import Provenance, State
@@ -28,7 +27,8 @@ from schemas.stage import Provenance, State
 STAGE_FIELDS = {
     "validated": ["formula_pretty", "elements", "novel", "unique", "formula_known", "origin_kind", "members"],
     "predicted": ["formation_energy_per_atom", "band_gap", "converged", "energy_per_atom"],
-    "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "state", "error"],
+    "stability": ["e_above_hull", "e_above_hull_all", "thin_hull", "n_references", "hull_complete", "reference_sets",
+                  "warnings", "state", "error"],
     "tunnels": ["has_1d_channel", "channel_axis", "free_sphere", "admits", "state", "error"],
     "dft_comparison": ["dft_validated", "state", "error"],  # informational: no preset criterion reads it
     "insertion": ["average_voltage", "capacity_grav", "max_delta_volume", "state", "error"],  # ion -> value
@@ -42,7 +42,7 @@ def _changed(doc: dict) -> datetime:
     built = (doc.get("provenance") or {}).get("built_at")
     if isinstance(built, str):  # nested dates are stored as ISO text (schemas.base.to_mongo)
         built = datetime.fromisoformat(built)
-    changed = max(_naive(doc["last_updated"]), _naive(built)) if built else _naive(doc["last_updated"])
+    changed = max(naive_utc(doc["last_updated"]), naive_utc(built)) if built else naive_utc(doc["last_updated"])
     return changed.replace(microsecond=changed.microsecond // 1000 * 1000)
 
 
@@ -80,7 +80,7 @@ class RankBuilder(Builder):
             criteria=self._scope(), properties=["registry_id", "sources_updated", "criteria_hash"])}
         digest = self._preset.digest()
         return sorted(rid for rid in ids if rid not in done or done[rid].get("criteria_hash") != digest
-                      or newest[rid] > _naive(done[rid]["sources_updated"]))
+                      or newest[rid] > naive_utc(done[rid]["sources_updated"]))
 
     def prechunk(self, number_splits: int) -> Iterator[dict]:
         stale = self._stale()
@@ -108,7 +108,8 @@ class RankBuilder(Builder):
             if doc.get("state") == State.failed.value:
                 record[f"{name}_error"] = doc.get("error")
                 continue
-            record.update({f: doc.get(f) for f in fields if f not in ("state", "error")})
+            record.update({f: doc.get(f) for f in fields if f not in ("state", "error", "warnings")})
+            record["warnings"] = record.get("warnings", []) + (doc.get("warnings") or [])  # every stage's
         verdicts, passed, score = judge(self._preset, record, self.ion)
         rid = item["registry_id"]
         doc = CandidateDoc(

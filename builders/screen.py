@@ -30,7 +30,7 @@ from pymatgen.core import Composition, Structure
 
 from builders.map import StageMapBuilder
 from registry.channels import DEFAULT_IONS, analyze_channels
-from registry.hull import ReferenceHull, reference_entry, reference_query
+from registry.known import KnownCompounds
 from registry.references import formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.relaxed import PotentialInfo
@@ -41,32 +41,23 @@ SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "structure", "struc
 
 
 class ScreenBuilder(StageMapBuilder):
-    def __init__(self, validated: Store, screened: Store, structures: Store, query: dict | None = None,
+    def __init__(self, validated: Store, screened: Store, references: Store, reference_sets: Store, structures: Store,
+                 query: dict | None = None,
                  potential: str = "chgnet", device: str = "cpu", ions: Sequence[str] = DEFAULT_IONS,
                  batch_size: int = 32, **kwargs: Any):
-        """`validated` must use `structure_updated` as its last_updated field (as for relax); `structures`
-        supplies the known compounds of the reference hull."""
+        """`validated` must use `structure_updated` as its last_updated field (as for relax); `references`,
+        `reference_sets` and `structures` supply the known compounds of the reference hull (`registry.known`)."""
         self.validated = validated
         self.screened = screened
-        self.structures = structures
+        self.references, self.reference_sets, self.structures = references, reference_sets, structures
+        self.known = KnownCompounds(references, reference_sets, structures)
         self.potential = potential
         self.device = device
         self.ions = list(ions)
-        self._hulls: dict[str, ReferenceHull] = {}
         scope = {"valid": True, "state": State.successful.value, **(query or {})}
         super().__init__(validated, screened, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
                          batch_size=batch_size, **kwargs)
-        self.sources.append(structures)
-
-    def _hull(self, chemsys: str) -> ReferenceHull:
-        hulls = self._hulls
-        if chemsys not in hulls:
-            refs = self.structures.query(criteria=reference_query(chemsys),
-                                         properties=["formula_pretty", "reference", "origin"])
-            hulls[chemsys] = ReferenceHull(chemsys, [reference_entry(r["formula_pretty"],
-                                                                     r["reference"]["formation_energy_per_atom"],
-                                                                     r["origin"]["source_id"]) for r in refs])
-        return hulls[chemsys]
+        self.sources += [references, reference_sets, structures]
 
     def process_batch(self, items: list[dict]) -> list[dict]:
         from registry.potentials import check_potential, load_potential
@@ -97,7 +88,7 @@ class ScreenBuilder(StageMapBuilder):
             if not math.isfinite(energy):
                 raise ValueError(f"static energy is not a finite number ({energy})")
             e_form = formation_energy_per_atom(Composition(item["formula_pretty"]), energy)
-            e_hull = self._hull(item["chemsys"]).evaluate(item["formula_pretty"], e_form).e_above_hull
+            e_hull = self.known.hull(item["chemsys"]).evaluate(item["formula_pretty"], e_form).e_above_hull
         except Exception as exc:
             return {**base, "state": State.failed.value, "error": f"screen failed: {exc}"}
         free_sphere, channel_error = {}, None

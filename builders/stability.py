@@ -1,7 +1,8 @@
-"""stability: predicted + mined references -> stability. Energy above hull per chemical system.
+"""stability: predicted + known compounds -> stability. Energy above the reference hull, per chemical system.
 
 A chemical system is rebuilt when one of its predicted structures changed (a new one moves the hull for the
-others: `e_above_hull_all`) or when a known compound of the system or a subsystem changed.
+others: `e_above_hull_all`) or when anything its hull is built from changed (a reference set loaded again with new
+content, a mined compound of the system or a subsystem): `references_updated` records the newest of those.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any
 
 from maggma.core import Store
 
-from builders.group import GroupStageBuilder, _naive
-from registry.hull import REFERENCE_QUERY, ReferenceHull, reference_entry, reference_query, subsystems
-from registry.references import REFERENCE_NAME
+from builders.group import GroupStageBuilder
+from registry.hull import ReferenceHull, reference_entry
+from registry.known import KnownCompounds
+from registry.stores import naive_utc
 from schemas.base import to_mongo
-from schemas.stability import StabilityDoc
+from schemas.stability import FAR_BELOW_HULL, StabilityDoc
 from schemas.stage import Provenance, State
 
 
@@ -23,51 +25,35 @@ class StabilityBuilder(GroupStageBuilder):
     group_field = "chemsys"
     members_field = "registry_id"
 
-    def __init__(self, predicted: Store, structures: Store, stability: Store, query: dict | None = None,
-                 **kwargs: Any):
-        """`structures` supplies the known compounds (mined, with a reference formation energy)."""
+    def __init__(self, predicted: Store, references: Store, reference_sets: Store, structures: Store,
+                 stability: Store, query: dict | None = None, **kwargs: Any):
+        """`references`, `reference_sets` and `structures` supply the known compounds (`registry.known`)."""
         self.predicted = predicted
+        self.references = references
+        self.reference_sets = reference_sets
         self.structures = structures
         self.stability = stability
+        self.known = KnownCompounds(references, reference_sets, structures)
         scope = {"state": State.successful.value, "formation_energy_per_atom": {"$type": "number"}, **(query or {})}
-        super().__init__(predicted, stability, query=scope, extra_sources=[structures], **kwargs)
-
-    def _reference_times(self) -> dict[str, datetime]:
-        """Newest change of the known compounds, per chemical system."""
-        pipeline = [{"$match": REFERENCE_QUERY}, {"$group": {"_id": "$chemsys", "lu": {"$max": "$last_updated"}}}]
-        return {g["_id"]: g["lu"] for g in self.structures._collection.aggregate(pipeline)}
+        super().__init__(predicted, stability, query=scope, extra_sources=[references, reference_sets, structures],
+                         **kwargs)
 
     def stale_groups(self) -> list[str]:
         stale = set(super().stale_groups())
         if self.force:
             return sorted(stale)
-        reference_times = self._reference_times()
-        built = {}
         for d in self.stability.query(criteria={}, properties=["chemsys", "references_updated"]):
-            built[d["chemsys"]] = d.get("references_updated")
-        for chemsys, recorded in built.items():
-            newest = max((reference_times[s] for s in subsystems(chemsys) if s in reference_times), default=None)
-            if newest is not None and (recorded is None or _naive(newest) > _naive(recorded)):
-                stale.add(chemsys)
+            newest, recorded = self.known.updated(d["chemsys"]), d.get("references_updated")
+            if newest is not None and (recorded is None or naive_utc(newest) > naive_utc(recorded)):
+                stale.add(d["chemsys"])
         return sorted(stale)
 
     def group_context(self, group: str, docs: list[dict]) -> dict[str, Any]:
-        refs = list(self.structures.query(
-            criteria=reference_query(group),
-            properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
-                        "origin.source_id", "last_updated"]))
-        return {"references": refs}
+        return {"hull": self.known.hull(group), "references_updated": self.known.updated(group)}
 
     def process_group(self, item: dict) -> list[dict]:
-        chemsys, docs, refs = item["group"], item["docs"], item["references"]
+        chemsys, docs, hull = item["group"], item["docs"], item["hull"]
         sources_updated = max(d["last_updated"] for d in docs)
-        references_updated = max((r["last_updated"] for r in refs), default=None)
-        try:
-            hull = ReferenceHull(chemsys, [reference_entry(r["formula_pretty"],
-                                                           r["reference"]["formation_energy_per_atom"],
-                                                           r["origin"]["source_id"]) for r in refs])
-        except Exception as exc:  # no elemental reference, or a degenerate diagram
-            return [self._failed(d, f"cannot build the {chemsys} hull: {exc}", sources_updated) for d in docs]
         predicted = [reference_entry(d["formula_pretty"], d["formation_energy_per_atom"], d["registry_id"])
                      for d in docs]
         try:
@@ -75,9 +61,8 @@ class StabilityBuilder(GroupStageBuilder):
         except Exception as exc:
             return [self._failed(d, f"cannot build the {chemsys} hull with predictions: {exc}", sources_updated)
                     for d in docs]
-        same_system = sum(1 for r in refs if r["chemsys"] == chemsys)
-        provenance = Provenance(builder="stability", parameters={"references": REFERENCE_NAME,
-                                                                 "reference_query": str(REFERENCE_QUERY)})
+        same_system = sum(1 for e in hull.references if e.composition.chemical_system == chemsys)
+        provenance = Provenance(builder="stability", parameters={"reference_sets": list(hull.basis.reference_sets)})
         out = []
         for d, entry in zip(docs, predicted, strict=True):
             try:
@@ -92,8 +77,10 @@ class StabilityBuilder(GroupStageBuilder):
                 formation_energy_per_atom=d["formation_energy_per_atom"], e_above_hull=ref.e_above_hull,
                 e_above_hull_all=e_hull_all, decomposition=ref.decomposition, n_references=hull.n_references,
                 n_references_same_system=same_system, thin_hull=same_system == 0,
-                reference_source="mined structures' reference formation energies + " + REFERENCE_NAME,
-                sources_updated=sources_updated, references_updated=references_updated,
+                reference_sets=list(hull.basis.reference_sets), energy_schemes=list(hull.basis.energy_schemes),
+                missing_elements=ref.missing_elements, hull_complete=hull.complete,
+                warnings=_warnings(hull, ref.e_above_hull), sources_updated=sources_updated,
+                references_updated=item["references_updated"],
             )))
         return out
 
@@ -102,3 +89,16 @@ class StabilityBuilder(GroupStageBuilder):
         return {"registry_id": doc["registry_id"], "chemsys": doc["chemsys"], "state": State.failed.value,
                 "error": reason, "last_updated": doc["last_updated"], "sources_updated": sources_updated,
                 "provenance": {"builder": "stability", "built_at": datetime.now(UTC)}}
+
+
+def _warnings(hull: ReferenceHull, e_above_hull: float) -> list[str]:
+    """Why an E_hull should not be read as confident."""
+    warnings = []
+    if not hull.basis.reference_sets:
+        warnings.append("incomplete hull: no reference set loaded (registry references load)")
+    elif hull.missing_elements:
+        warnings.append(f"incomplete hull: no loaded reference set covers {', '.join(hull.missing_elements)}")
+    if e_above_hull < -FAR_BELOW_HULL:
+        warnings.append(f"{-e_above_hull:.2f} eV/atom below the reference hull: a new ground state this far down is "
+                     "more often a model or structure error than a discovery")
+    return warnings

@@ -14,6 +14,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Structure
 
 from builders.group import GroupStageBuilder
+from registry.known import KnownCompounds
 from registry.validity import composition_validity, structure_problem
 from schemas.base import to_mongo
 from schemas.stage import Provenance, State
@@ -29,18 +30,30 @@ class ValidateBuilder(GroupStageBuilder):
     group_field = "formula_pretty"
     members_field = "members"
 
-    def __init__(self, structures: Store, validated: Store, query: dict | None = None,
+    def __init__(self, structures: Store, references: Store, reference_sets: Store, validated: Store,
+                 query: dict | None = None,
                  covered_elements: tuple[str, ...] = DEFAULT_COVERED,
                  volume_per_atom: tuple[float, float] = (2.0, 100.0),
                  matcher: dict[str, Any] | None = None, **kwargs: Any):
         """`covered_elements`: what the models in use know; `volume_per_atom`: the sane range in Å^3;
         `matcher`: StructureMatcher arguments (pymatgen's defaults otherwise)."""
-        self.structures = structures
+        self.structures, self.references, self.reference_sets = structures, references, reference_sets
+        self.known = KnownCompounds(references, reference_sets, structures)
         self.validated = validated
         self.covered_elements = tuple(covered_elements)
         self.volume_per_atom = tuple(volume_per_atom)
         self.matcher = dict(matcher or {})
-        super().__init__(structures, validated, query=query, **kwargs)
+        super().__init__(structures, validated, query=query, extra_sources=[references, reference_sets], **kwargs)
+
+    def stale_groups(self) -> list[str]:
+        """Also every group judged against an older reference set: whether its formula is known may change."""
+        stale = set(super().stale_groups())
+        newest = self.known.sets_updated
+        if newest is not None and not self.force:
+            stale |= self.source_groups.keys() & {d["formula_pretty"] for d in self.validated.query(
+                criteria={"$or": [{"references_updated": None}, {"references_updated": {"$lt": newest}}]},
+                properties=["formula_pretty"])}
+        return sorted(stale)
 
     def parameters(self) -> dict[str, Any]:
         return {"volume_per_atom": list(self.volume_per_atom), "matcher": self.matcher,
@@ -75,7 +88,7 @@ class ValidateBuilder(GroupStageBuilder):
             return []
         sources_updated = max(d["last_updated"] for d in docs)
         provenance = Provenance(builder="validate", parameters=self.parameters())
-        known = any(d["origin"]["kind"] == "mined" for d in docs)
+        known = any(d["origin"]["kind"] == "mined" for d in docs) or item["group"] in self.known.reference_formulas
         valid, out = [], []
         for d in docs:
             try:
@@ -112,5 +125,6 @@ class ValidateBuilder(GroupStageBuilder):
             members=[d["registry_id"] for d in docs], member_origins=origins, origin_kind=rep["origin"]["kind"],
             novel=all(m.kind != "mined" for m in origins), unique=len(runs) == len(set(runs)), formula_known=formula_known,
             structure_updated=rep["last_updated"], sources_updated=sources_updated,
+            references_updated=self.known.sets_updated,
         )
         return to_mongo(doc)

@@ -6,6 +6,7 @@ import click
 
 from cli.main import Context, pass_context
 from cli.query import parse_filter, print_table
+from cli.references import echo_load
 from registry.build import StageReport
 from registry.pipeline import STAGES, TARGETS, BuildOptions, build
 from registry.rank import PRESETS, WORKING_IONS
@@ -72,7 +73,7 @@ def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, 
                            channel_margin=channel_margin, insertion_ions=insertion_ions, insertion_sites=insertion_sites,
                            insertion_levels=insertion_levels, insertion_configurations=insertion_configurations,
                            insertion_steps=insertion_steps)
-    build(reg, stage, options, on_stage=lambda r: _print(r, reg.database))
+    build(reg, stage, options, on_stage=lambda r: _print(r, reg.database), on_references=echo_load)
     if stage in ("all", "rank") and top:
         rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,
                         sort=[("passed", -1), ("score", -1)], limit=top)

@@ -19,6 +19,7 @@ EXIT_ERROR = 2
 COMMANDS = {
     "db": ("cli.db:db", "Start, inspect and stop the embedded database server."),
     "ingest": ("cli.ingest:ingest", "Ingest CIFs, CSVs with a cif column, JSON structures/entries, or MP."),
+    "references": ("cli.references:references", "Load reference sets of known compounds (the MP hull)."),
     "query": ("cli.query:query", "Find documents with a Mongo filter (table, JSON or CSV)."),
     "stats": ("cli.query:stats", "Counts per collection, origin kind and source."),
     "build": ("cli.build:build_command", "Run the build chain (validate ... rank), incrementally."),

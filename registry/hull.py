@@ -1,6 +1,6 @@
-"""Convex hulls in formation-energy space: known (mined) compounds with reference formation energies, plus the
-MP elemental references at zero. One place builds them, so the ML stability stage and the DFT comparison judge
-against the same hull."""
+"""Convex hulls in formation-energy space: known compounds (reference-set entries and mined structures with
+reference formation energies, `registry.known`) plus the MP elemental references at zero. One place builds them,
+so the ML stability stage, the screen, insertion and the DFT comparison judge against the same hull."""
 
 from __future__ import annotations
 
@@ -39,19 +39,32 @@ def reference_entry(formula: str, formation_energy_per_atom: float, entry_id: st
     return PDEntry(comp, formation_energy_per_atom * comp.num_atoms, name=entry_id, attribute=entry_id)
 
 
+@dataclass(frozen=True)
+class HullBasis:
+    """What a hull's known compounds came from: the reference sets loaded, the elements they cover, and the energy
+    schemes of their formation energies. A hull of elements no set covers is incomplete."""
+
+    reference_sets: tuple[str, ...] = ()
+    covered: frozenset[str] = frozenset()
+    energy_schemes: tuple[str, ...] = ()
+
+
 @dataclass
 class HullResult:
     e_above_hull: float
     decomposition: dict[str, float]  # entry id or formula -> fraction
     n_references: int
+    missing_elements: list[str]  # elements of the system no loaded reference set covers: the hull is incomplete
 
 
 class ReferenceHull:
     """The hull of one chemical system from reference entries (formation energies per formula in eV)."""
 
-    def __init__(self, chemsys: str, references: Sequence[PDEntry]):
+    def __init__(self, chemsys: str, references: Sequence[PDEntry], basis: HullBasis | None = None):
         self.chemsys = chemsys
         self.elements = sorted(chemsys.split("-"))
+        self.basis = basis or HullBasis()
+        self.missing_elements = [e for e in self.elements if e not in self.basis.covered]
         missing = [e for e in self.elements if e not in elemental_entries()]
         if missing:
             raise ValueError(f"no elemental reference for {', '.join(missing)}: cannot build the {chemsys} hull")
@@ -60,6 +73,11 @@ class ReferenceHull:
         self._corners = [PDEntry(Composition(e), 0.0, name=e, attribute=f"{e} (MP elemental reference)")
                          for e in self.elements]
         self.diagram = PhaseDiagram(self._corners + list(self.references))
+
+    @property
+    def complete(self) -> bool:
+        """A loaded reference set covers every element of the system."""
+        return bool(self.basis.reference_sets) and not self.missing_elements
 
     @property
     def n_references(self) -> int:
@@ -71,7 +89,8 @@ class ReferenceHull:
         entry = reference_entry(formula, formation_energy_per_atom, "candidate")
         decomposition, e_hull = self.diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
         return HullResult(e_above_hull=float(e_hull), n_references=self.n_references,
-                          decomposition={_label(e): float(f) for e, f in decomposition.items()})
+                          decomposition={_label(e): float(f) for e, f in decomposition.items()},
+                          missing_elements=self.missing_elements)
 
     def with_entries(self, entries: Iterable[PDEntry]) -> PhaseDiagram:
         """The hull of the references plus `entries` (e.g. every predicted structure of the system), on which

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from maggma.core import Builder
+from maggma.core import Builder, Store
 
 from registry.build import StageReport, run_builder
+from registry.known import LoadReport, ensure_references
 
 if TYPE_CHECKING:
     from registry.client import Registry
@@ -70,10 +71,16 @@ class BuildOptions:
         return get_preset(self.preset).threshold("e_above_hull")
 
 
+def _known(reg: Registry) -> tuple[Store, Store, Store]:
+    """The stores known compounds are read from (`registry.known.KnownCompounds`)."""
+    return reg.store("references"), reg.store("reference_sets"), reg.store("structures")
+
+
 def _validate(reg: Registry, o: BuildOptions) -> Builder:
     from builders.validate import ValidateBuilder
 
-    return ValidateBuilder(reg.store("structures"), reg.store("validated"), force=o.force)
+    return ValidateBuilder(reg.store("structures"), reg.store("references"), reg.store("reference_sets"),
+                           reg.store("validated"), force=o.force)
 
 
 def _screen_limits(o: BuildOptions) -> dict[str, float]:
@@ -97,7 +104,7 @@ def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
     if not _screen_limits(o):
         return None
     return ScreenBuilder(reg.store("validated", last_updated_field="structure_updated"), reg.store("screened"),
-                         reg.store("structures"), query=o.relax_scope(), potential=o.potential, device=o.device,
+                         *_known(reg), query=o.relax_scope(), potential=o.potential, device=o.device,
                          ions=o.ions if _channel_limit(o) is not None else (), force=o.force)
 
 
@@ -125,7 +132,8 @@ def _predict(reg: Registry, o: BuildOptions) -> Builder:
 def _stability(reg: Registry, o: BuildOptions) -> Builder:
     from builders.stability import StabilityBuilder
 
-    return StabilityBuilder(reg.store("predicted"), reg.store("structures"), reg.store("stability"), force=o.force)
+    return StabilityBuilder(reg.store("predicted"), *_known(reg), reg.store("stability"),
+                            force=o.force)
 
 
 def _hull_gate(reg: Registry, o: BuildOptions) -> dict[str, Any]:
@@ -150,7 +158,7 @@ def _insertion(reg: Registry, o: BuildOptions) -> Builder:
 
     settings = InsertionSettings(max_sites=o.insertion_sites, max_levels=o.insertion_levels,
                                  max_configurations=o.insertion_configurations, steps=o.insertion_steps, fmax=o.fmax)
-    return InsertionBuilder(reg.store("tunnels"), reg.store("relaxed"), reg.store("structures"), reg.store("insertion"),
+    return InsertionBuilder(reg.store("tunnels"), reg.store("relaxed"), *_known(reg), reg.store("insertion"),
                             ions=o.insertion_ions or (o.ion,), potential=o.potential, device=o.device,
                             settings=settings, force=o.force, **_hull_gate(reg, o))
 
@@ -192,10 +200,15 @@ def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None)
 
 
 def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None, progress: bool = True,
-          on_stage: Callable[[StageReport], None] | None = None) -> list[StageReport]:
-    """Run one stage, or all of them in dependency order."""
+          on_stage: Callable[[StageReport], None] | None = None,
+          on_references: Callable[[LoadReport], None] | None = None) -> list[StageReport]:
+    """Run one stage, or all of them in dependency order. With no reference set in the database, the shipped
+    one is loaded first (`registry references load`): every hull and novelty verdict needs it."""
     options = options or BuildOptions()
     reg.ensure_indexes()
+    loaded = ensure_references(reg)
+    if loaded is not None and on_references:
+        on_references(loaded)
     reports = []
     for name in STAGES if stage == "all" else (stage,):
         builder = make_builder(reg, name, options)

@@ -157,6 +157,8 @@ PRESETS: dict[str, Preset] = {
                       description="contains a d-block transition metal"),
             Criterion(name="e_above_hull", field="e_above_hull", op="<=", threshold=0.1, scale=0.1, weight=2.0,
                       description="E_hull <= 0.1 eV/atom against known compounds"),
+            Criterion(name="reference_hull", field="hull_complete", op="==", threshold=True,
+                      description="E_hull against a loaded reference set that covers every element"),
             Criterion(name="one_d_channel", field="has_1d_channel", op="==", threshold=True,
                       description="an open 1-D channel"),
             Criterion(name="admits_ion", field="admits.{ion}", op="==", threshold=True, weight=2.0,
@@ -178,14 +180,17 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
         description="Datta et al. (arXiv:2410.06433) screen: E_f < -1.5, E_hull < 0.08 eV/atom, E_g <= 0.5 eV, "
-                    "a transition metal among Ti..Cu, formula unknown to the mined set",
+                    "a transition metal among Ti..Cu, formula unknown to Materials Project",
         criteria=[
             Criterion(name="formation_energy", field="formation_energy_per_atom", op="<", threshold=-1.5, scale=0.5),
             Criterion(name="e_above_hull", field="e_above_hull", op="<", threshold=0.08, scale=0.08),
+            Criterion(name="reference_hull", field="hull_complete", op="==", threshold=True,
+                      description="E_hull against a loaded reference set that covers every element"),
             Criterion(name="band_gap", field="band_gap", op="<=", threshold=0.5, scale=0.5),
             Criterion(name="transition_metal", field="elements", op="any_of", threshold=list(PAPER_TMS)),
             Criterion(name="new_formula", field="formula_known", op="==", threshold=False,
-                      description="the authors drop formulas Materials Project already has"),
+                      description="the authors drop formulas Materials Project already has (judged against the "
+                                  "loaded reference sets' compositions and the mined structures)"),
         ],
     ),
 }

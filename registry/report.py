@@ -244,32 +244,31 @@ def hull_figures(reg: Registry, rows: list[dict[str, Any]]) -> tuple[list[tuple[
     pymatgen's PDPlotter. Returns the figures and why any system was left out."""
     from pymatgen.analysis.phase_diagram import PDPlotter
 
-    from registry.hull import ReferenceHull, reference_entry, reference_query
+    from registry.hull import reference_entry
+    from registry.known import known_compounds
 
     systems = list(dict.fromkeys("-".join(sorted(r["elements"])) for r in rows if r.get("elements")))
     figures, skipped = [], []
+    known = known_compounds(reg)
     for chemsys in systems:
         if len(figures) == MAX_HULLS:
             break
         if len(chemsys.split("-")) > HULL_MAX_ELEMENTS:
             skipped.append(f"{chemsys}: more than {HULL_MAX_ELEMENTS} elements (a 3-D hull), not drawn")
             continue
-        refs = reg.find(reference_query(chemsys),
-                        fields=["formula_pretty", "reference.formation_energy_per_atom", "origin.source_id"])
         mine = reg.find({"chemsys": chemsys, "state": {"$ne": "failed"},
                          "formation_energy_per_atom": {"$type": "number"}}, collection="predicted",
                         fields=["registry_id", "formula_pretty", "formation_energy_per_atom"])
         try:
-            hull = ReferenceHull(chemsys, [reference_entry(r["formula_pretty"],
-                                                           r["reference"]["formation_energy_per_atom"],
-                                                           r["origin"]["source_id"]) for r in refs])
+            hull = known.hull(chemsys)
             diagram = hull.with_entries(reference_entry(d["formula_pretty"], d["formation_energy_per_atom"],
                                                         d["registry_id"]) for d in mine)
             fig = PDPlotter(diagram, backend="plotly", show_unstable=0.5).get_plot()
         except Exception as exc:  # no elemental reference, a degenerate diagram: this system only
             skipped.append(f"{chemsys}: {type(exc).__name__}: {exc}")
             continue
-        fig.update_layout(title=f"{chemsys}: {len(refs)} known compound(s) + {len(mine)} predicted structure(s)")
+        fig.update_layout(title=f"{chemsys}: {hull.n_references} known compound(s) + {len(mine)} predicted "
+                                f"structure(s)")
         figures.append((chemsys, fig))
     return figures, skipped
 

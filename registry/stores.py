@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from maggma.stores import MongoStore
@@ -27,6 +28,8 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("structures", "registry_id", ("last_updated", "elements", "formula_pretty", "chemsys",
                                                  "nelements", "origin.kind", "origin.source", "origin.run_id")),
         Collection("rejects", "reject_id", ("last_updated", "stage", "source")),
+        Collection("references", "reference_id", ("chemsys", "formula_pretty", "reference_set")),
+        Collection("reference_sets", "name"),
         Collection("generation_runs", "run_id", ("last_updated", "generator")),
         Collection("validated", "registry_id", ("last_updated", "state", "valid", "formula_pretty", "chemsys",
                                                 "members", "novel")),
@@ -78,3 +81,8 @@ def make_store(uri: str, database: str, collection: str, timeout_ms: int = 5000,
         mongoclient_kwargs={"serverSelectionTimeoutMS": timeout_ms, "retryWrites": True, **kwargs.pop("mongoclient_kwargs", {})},
         **kwargs,
     )
+
+
+def naive_utc(dt: datetime) -> datetime:
+    """Mongo returns naive UTC datetimes unless the client is tz-aware; compare them the same way."""
+    return dt.replace(tzinfo=None) if dt.tzinfo else dt

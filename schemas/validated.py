@@ -43,7 +43,10 @@ class ValidatedDoc(StageDoc):
     origin_kind: str = Field(description="Origin kind of the representative")
     novel: bool = Field(description="No mined (known) structure matches it")
     unique: bool = Field(description="No generation run produced it more than once")
-    formula_known: bool = Field(False, description="A mined (known) structure has its reduced formula, whatever "
-                                                   "its structure (the paper drops such formulas)")
+    formula_known: bool = Field(False, description="A loaded reference set (MP's compositions) or a mined structure "
+                                                   "has its reduced formula, whatever its structure (the paper drops "
+                                                   "such formulas); builders/validate.py")
     structure_updated: datetime = Field(description="last_updated of the representative structure: relax keys on it")
     sources_updated: datetime = Field(description="Newest last_updated among the formula group's structures")
+    references_updated: datetime | None = Field(None, description="When the reference sets formula_known was judged "
+                                                                  "against last changed")

@@ -6,7 +6,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from builders.insertion import NOT_ADMITTED, InsertionBuilder
 from registry.build import run_builder
 from registry.insertion import InsertionSettings
-from registry.pipeline import BuildOptions, build, make_builder
+from registry.pipeline import BuildOptions, _known, build, make_builder
 
 F_MAH = 96485.33212 / 3.6  # Faraday's constant, mAh per mole of electrons
 AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"
@@ -44,7 +44,7 @@ def frameworks(registry, shared_data):
 
 
 def builder(registry, ions, settings=QUICK, **kwargs) -> InsertionBuilder:
-    return InsertionBuilder(registry.store("tunnels"), registry.store("relaxed"), registry.store("structures"),
+    return InsertionBuilder(registry.store("tunnels"), registry.store("relaxed"), *_known(registry),
                             registry.store("insertion"), ions=ions, settings=settings, **kwargs)
 
 

@@ -13,7 +13,8 @@ def stage_docs(rid: str, *, novel=True, e_hull=0.02, gap=0.3, admits=True, known
                       "unique": True, "formula_known": known, "origin_kind": "generated", "members": [rid]},
         "predicted": {**base, "formation_energy_per_atom": -2.0, "band_gap": gap, "converged": True,
                       "energy_per_atom": -7.0},
-        "stability": {**base, "e_above_hull": e_hull, "e_above_hull_all": e_hull, "thin_hull": False},
+        "stability": {**base, "e_above_hull": e_hull, "e_above_hull_all": e_hull, "thin_hull": False,
+                      "hull_complete": True},
         "tunnels": {**base, "has_1d_channel": True, "admits": {"Mg": admits}, "free_sphere": 2.5},
     }
 

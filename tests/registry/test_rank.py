@@ -4,7 +4,7 @@ from registry.rank import PRESETS, Criterion, evaluate, judge
 
 CANDIDATE = {"elements": ["Mg", "Mn", "O"], "e_above_hull": 0.05, "has_1d_channel": True,
              "admits": {"Mg": True, "Zn": False}, "band_gap": 0.5, "novel": True, "converged": True,
-             "formation_energy_per_atom": -2.0, "formula_known": False}
+             "formation_energy_per_atom": -2.0, "formula_known": False, "hull_complete": True}
 
 
 def test_a_numeric_criterion_scores_its_margin():
@@ -70,3 +70,10 @@ def test_a_window_per_ion_scores_the_margin_to_the_nearer_bound():
     assert mg.passed and mg.threshold == (1.0, 3.5) and mg.score == pytest.approx(0.75)  # 0.25 V inside
     assert not zn.passed and zn.score == pytest.approx(0.25)  # 0.25 V above Zn's window
     assert not ca.passed and ca.note == "no threshold for Ca"
+
+
+def test_an_e_hull_from_an_incomplete_hull_fails_both_presets():
+    for preset in ("tunnel", "paper"):
+        verdicts, passed, _ = judge(PRESETS[preset], {**CANDIDATE, "hull_complete": False}, "Mg")
+        assert not passed
+        assert [v.name for v in verdicts if v.hard and not v.passed] == ["reference_hull"]
