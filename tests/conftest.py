@@ -13,6 +13,7 @@ import pytest
 
 from registry.client import Registry
 from registry.server import EmbeddedServer, ServerState
+from tests.known import load_references
 from tests.paths import SHIPPED, shared_root
 from tests.seeded import seeded, seeded_registry  # noqa: F401  (fixtures shared by sets, bundle, report tests)
 
@@ -48,6 +49,13 @@ def db_uri(server: ServerState) -> Iterator[str]:
 @pytest.fixture
 def registry(db_uri: str) -> Registry:
     return Registry(db_uri)
+
+
+@pytest.fixture
+def references(registry: Registry) -> Registry:
+    """`registry` with the MP reference set of the Mg-Mn-O system loaded."""
+    load_references(registry)
+    return registry
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ from registry.build import run_builder
 from registry.channels import ChannelReport, ChannelSettings, FreeSpheres, IonChannel
 from registry.client import Registry
 from registry.ingest import Ingestor
+from registry.known import load_reference_set
 from registry.pipeline import BuildOptions, make_builder
 from registry.readers import parse_cif
 from registry.records import Record
-from registry.references import elemental_energy
+from registry.references import ReferenceComposition, ReferenceSet, TableRead, elemental_energy
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
 from schemas.relaxed import PotentialInfo, RelaxedDoc
@@ -31,11 +32,11 @@ ION_RADII = {"Mg": 0.57, "Zn": 0.60, "Ca": 1.00, "Al": 0.39}  # Shannon, smalles
 
 # source id (generated) or file stem (mined) -> (E_form eV/atom, band gap eV, 1-D channel, Df Å)
 VALUES = {
-    "Rutile": (-3.30, 2.0, True, 1.0), "Anatase": (-3.28, 2.2, False, 1.6),
+    "Rutile": (-3.30, 2.0, True, 1.0), "anatase": (-3.28, 2.2, False, 1.6),
     "beta-MnO2": (-1.90, 0.3, True, 1.3), "beta-FeOOH": (-1.70, 1.5, True, 2.4),
     "VO2": (-2.40, 0.2, True, 1.3), "CrO2": (-1.80, 0.5, True, 1.0), "TiVO4": (-2.95, 0.8, True, 1.25),
 }
-MINED_E_FORM = {"Rutile": -3.35, "Anatase": -3.33, "beta-MnO2": -1.93, "beta-FeOOH": -1.75}
+MINED_E_FORM = {"Rutile": -3.35, "anatase": -3.33, "beta-MnO2": -1.93, "beta-FeOOH": -1.75}
 
 
 def _rutile_like(a: float, c: float, species: tuple[str, str]) -> Structure:
@@ -80,9 +81,19 @@ def _tunnels(doc: dict, one_d: bool, df: float) -> dict:
         report=report))
 
 
+def seed_references(reg) -> None:
+    """A reference set of the seed's elements (at 0) and nothing else: E_hull is judged against the mined
+    structures' energies above, as a complete hull."""
+    elements = sorted({el.symbol for r in seed_records() for el in r.structure.composition.elements})
+    rows = {el: ReferenceComposition(Composition(el).reduced_formula, [el], [0.0]) for el in elements}
+    load_reference_set(reg, ReferenceSet(name="seed-elements", description="the seed's elements", origin="tests",
+                                         licence="-", energy_scheme="elements only"), TableRead(rows, []))
+
+
 def seed(reg) -> dict[str, str]:
     """Fill `reg`; returns formula (or mined file stem) -> registry_id of each ranked candidate."""
     Ingestor(reg).write(seed_records())
+    seed_references(reg)
     reg.collection("rejects").insert_one(to_mongo(RejectDoc.make(stage="ingest", source="csv", row=3,
                                                                  reason="unreadable CIF: no atoms")))
     reg.ensure_indexes()

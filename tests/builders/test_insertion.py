@@ -83,7 +83,7 @@ def test_insertion_documents_and_reasons(frameworks):
     assert run_builder(builder(reg, ["Mg", "Ca"]), "insertion", progress=False).processed == 0
 
 
-def test_the_build_chain_gates_insertion_and_ranks_with_its_values(frameworks):
+def test_the_build_chain_gates_insertion_and_ranks_with_its_values(frameworks, references):
     """`registry build insertion` under the preset's E_hull gate, in two worker processes, for the ranked ion only;
     then rank reads the ion's voltage, capacity and volume change."""
     reg = frameworks

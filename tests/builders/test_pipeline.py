@@ -7,7 +7,7 @@ def counts(reports):
     return {r.stage: r.processed for r in reports}
 
 
-def test_the_whole_chain_is_incremental(loaded, fast):
+def test_the_whole_chain_is_incremental(loaded, fast, references):
     first = counts(build(loaded, "all", fast, progress=False))
     assert first["validate"] == 4 and first["screen"] == 3 and first["relax"] == 3 and first["predict"] == 3
     assert first["rank"] == 3

@@ -3,7 +3,7 @@ from click.testing import CliRunner
 from cli.main import cli
 
 
-def test_build_insertion_takes_its_caps_and_reports_its_collection(db_uri, monkeypatch):
+def test_build_insertion_takes_its_caps_and_reports_its_collection(db_uri, references, monkeypatch):
     result = CliRunner().invoke(cli, ["--db", db_uri, "build", "insertion"])
     assert result.exit_code == 0, result.output
     assert "insertion  processed      0" in result.output and f"-> {db_uri.rsplit('/', 1)[1]}.insertion" in result.output

@@ -39,7 +39,7 @@ def test_a_bad_filter_is_a_clear_error(db_uri):
     assert result.exit_code == 2
 
 
-def test_a_potential_that_cannot_be_used_stops_the_build_in_one_line(db_uri, shared_data):
+def test_a_potential_that_cannot_be_used_stops_the_build_in_one_line(db_uri, references, shared_data):
     run("--db", db_uri, "ingest", str(shared_data / "tunnel_references"))
     run("--db", db_uri, "build", "validate")
     for potential, reason in (("mace", "unknown potential spec"), ("matgl:/nowhere", "not a local model folder")):

@@ -47,6 +47,7 @@ from schemas.stability import StabilityDoc
 from schemas.structure import RejectDoc, StructureDoc
 from schemas.tunnels import TunnelsDoc
 from schemas.validated import ValidatedDoc
+from tests.known import load_references
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CSV = ROOT / "registry" / "data" / "sample" / "mp20" / "train.csv"
@@ -84,14 +85,17 @@ def fresh(server_uri: str, records: list[Record] | None = None) -> Registry:
     if records:
         Ingestor(reg).write(records)
     reg.ensure_indexes()
+    load_references(reg)  # a small reference set, so no build loads the whole one
     return reg
 
 
-def clone(source: Registry, server_uri: str, collections: Sequence[str] = ("structures",)) -> Registry:
+def clone(source: Registry, server_uri: str,
+          collections: Sequence[str] = ("structures", "references", "reference_sets")) -> Registry:
     """A new database on `server_uri` holding copies of `source`'s `collections` (ingesting again would redo the
     symmetry analysis of every structure)."""
     reg = fresh(server_uri)
     for name in collections:
+        reg.collection(name).delete_many({})
         docs = list(source.collection(name).find({}, {"_id": 0}))
         if docs:
             reg.collection(name).insert_many(docs)
