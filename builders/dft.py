@@ -6,8 +6,8 @@ against the MP elemental references and its E_hull against the same reference hu
 so every difference is the model's, not the bookkeeping's. Of several calculations for one structure, a static
 run is preferred over a relaxation (MP's order), then the lowest corrected energy.
 
-A registry id is rebuilt when its DFT documents change, when its ML documents change (`ml_updated`), or when a
-known compound of its chemical system changes (`references_updated`).
+A registry id is rebuilt (builders/stage.py's rule) when its DFT documents change, when its ML documents (relaxed,
+predicted, stability) change, or when the known compounds of its chemical system change.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from maggma.core import Store
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from builders.group import GroupStageBuilder
+from builders.stage import StageBuilder
 from registry.decoding import decode
 from registry.hull import reference_query
 from registry.known import KnownCompounds
 from registry.parity import stability_threshold
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
-from registry.stores import naive_utc
 from schemas.base import to_mongo
 from schemas.dft import Deltas, DftComparisonDoc, DftEnergies, KnownPolymorph, MlValues
 from schemas.stage import Provenance, State
@@ -42,9 +41,11 @@ KIND_ORDER = {"static": 0, "relax": 1, "unknown": 2}
 ML_STAGES = ("relaxed", "predicted", "stability")
 
 
-class DftBuilder(GroupStageBuilder):
+class DftBuilder(StageBuilder):
+    stage = "dft"
     group_field = "registry_id"
     members_field = "dft_ids"
+    dependency_field = "chemsys"
 
     def __init__(self, dft: Store, relaxed: Store, predicted: Store, stability: Store, references: Store,
                  reference_sets: Store, structures: Store, comparison: Store, e_hull_threshold: float = 0.1,
@@ -52,74 +53,45 @@ class DftBuilder(GroupStageBuilder):
         """`e_hull_threshold`: DFT E_hull (eV/atom) at or below which a structure counts as validated.
         `check_potcar`: MP2020's check that the POTCARs are MPRelaxSet's (off only for foreign data)."""
         self.dft = dft
-        self.ml_stores = {"relaxed": relaxed, "predicted": predicted, "stability": stability}
+        self.relaxed, self.predicted, self.stability = relaxed, predicted, stability
         self.references, self.reference_sets, self.structures = references, reference_sets, structures
         self.known = KnownCompounds(references, reference_sets, structures)
         self.comparison = comparison
         self.e_hull_threshold = e_hull_threshold
         self.check_potcar = check_potcar
         scope = {"registry_id": {"$type": "string"}, **(query or {})}
-        super().__init__(dft, comparison, query=scope,
-                         extra_sources=[relaxed, predicted, stability, references, reference_sets, structures], **kwargs)
+        super().__init__(dft, comparison, query=scope, inputs=[relaxed, predicted, stability],
+                         reads=[references, reference_sets, structures], **kwargs)
 
-    # ------------------------------------------------------------------------------------ staleness
+    def parameters(self) -> dict[str, Any]:
+        return {"e_hull_threshold": self.e_hull_threshold, "check_potcar": self.check_potcar}
 
-    def _newest(self, store: Store, match: dict, key: str) -> dict[str, datetime]:
-        pipeline = [{"$match": match}, {"$group": {"_id": f"${key}", "lu": {"$max": "$last_updated"}}}]
-        return {g["_id"]: g["lu"] for g in store._collection.aggregate(pipeline)}
+    def dependency_time(self, chemsys: str | None) -> datetime | None:
+        return self.known.updated(chemsys) if chemsys else None
 
-    def _ml_times(self, ids: list[str]) -> dict[str, datetime]:
-        newest: dict[str, datetime] = {}
-        for store in self.ml_stores.values():
-            for rid, lu in self._newest(store, {"registry_id": {"$in": ids}}, "registry_id").items():
-                newest[rid] = max(newest.get(rid, lu), lu, key=naive_utc)
-        return newest
-
-    def stale_groups(self) -> list[str]:
-        stale = set(super().stale_groups())
-        if self.force:
-            return sorted(stale)
-        built = {d["registry_id"]: d for d in self.comparison.query(
-            criteria={}, properties=["registry_id", "chemsys", "ml_updated", "references_updated"])}
-        ml_times = self._ml_times(list(built))
-        for rid, doc in built.items():
-            if rid in ml_times and (doc.get("ml_updated") is None
-                                    or naive_utc(ml_times[rid]) > naive_utc(doc["ml_updated"])):
-                stale.add(rid)
-            newest = self.known.updated(doc["chemsys"]) if doc.get("chemsys") else None
-            if newest is not None and (doc.get("references_updated") is None
-                                       or naive_utc(newest) > naive_utc(doc["references_updated"])):
-                stale.add(rid)
-        return sorted(stale)
-
-    # ------------------------------------------------------------------------------------ processing
-
-    def group_context(self, group: str, docs: list[dict]) -> dict[str, Any]:
-        ml = {name: store.query_one(criteria={"registry_id": group}) for name, store in self.ml_stores.items()}
-        registry = self.structures.query_one(criteria={"registry_id": group},
-                                             properties=["registry_id", "formula_pretty", "chemsys", "structure"])
-        chemsys = (registry or {}).get("chemsys") or next((d["chemsys"] for d in docs if d.get("chemsys")), None)
-        refs = list(self.structures.query(
-            criteria=reference_query(chemsys),
-            properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
-                        "origin.source_id", "last_updated"])) if chemsys else []
-        return {"ml": ml, "registry": registry, "references": refs,
-                "references_updated": self.known.updated(chemsys) if chemsys else None}
+    def context(self, groups: list[dict]) -> None:
+        """Each registry id's structure document and the mined compounds of its system (known polymorphs)."""
+        for g in groups:
+            registry = self.structures.query_one(criteria={"registry_id": g["group"]},
+                                                 properties=["registry_id", "formula_pretty", "chemsys", "structure"])
+            chemsys = (registry or {}).get("chemsys") or next((d["chemsys"] for d in g["docs"] if d.get("chemsys")),
+                                                              None)
+            g["registry"] = registry
+            g["references"] = list(self.structures.query(
+                criteria=reference_query(chemsys),
+                properties=["registry_id", "formula_pretty", "chemsys", "reference.formation_energy_per_atom",
+                            "origin.source_id"])) if chemsys else []
 
     def process_group(self, item: dict) -> list[dict]:
         docs = item["docs"]
         if not docs:  # every calculation of this id was removed or relinked: drop its comparison
             return []
         rid, registry, refs = item["group"], item["registry"] or {}, item["references"]
-        ml = {k: v for k, v in item["ml"].items() if v and v.get("state", "successful") == State.successful.value}
-        sources_updated = max((d["last_updated"] for d in docs), key=naive_utc)
-        ml_updated = max((d["last_updated"] for d in item["ml"].values() if d), key=naive_utc, default=None)
+        ml = {k: v for k, v in item["inputs"].items() if v and v.get("state", "successful") == State.successful.value}
         base: dict[str, Any] = {
             "registry_id": rid, "dft_ids": sorted(d["dft_id"] for d in docs),
             "formula_pretty": registry.get("formula_pretty"), "chemsys": registry.get("chemsys"),
-            "e_hull_threshold": self.e_hull_threshold, "sources_updated": sources_updated, "ml_updated": ml_updated,
-            "references_updated": item["references_updated"],
-            "last_updated": max(filter(None, (sources_updated, ml_updated)), key=naive_utc),
+            "e_hull_threshold": self.e_hull_threshold,
             "provenance": Provenance(builder="dft", parameters={
                 "compatibility": "MaterialsProject2020Compatibility", "check_potcar": self.check_potcar,
                 "references": REFERENCE_NAME,
@@ -227,16 +199,6 @@ class DftBuilder(GroupStageBuilder):
         else:
             reasons.append(f"the DFT relaxation left the {against} structure (no StructureMatcher match)")
         return stable and bool(retained), reasons
-
-    def update_targets(self, items: list[dict]) -> None:
-        """One document per group, keyed by the group itself: upsert, and drop the groups left without one.
-        (The parent's `{group_field: g, key: {"$nin": ...}}` cannot be used: here both names are registry_id.)"""
-        docs = [d for item in items for d in item["docs"]]
-        if docs:
-            self.target.update(docs)
-        gone = [item["group"] for item in items if not item["docs"]]
-        if gone:
-            self.target.remove_docs({"registry_id": {"$in": gone}})
 
     @staticmethod
     def _failed(base: dict, reason: str) -> dict:

@@ -2,20 +2,22 @@
 working ion whose channel is open in a framework (see `registry.insertion`).
 
 Source documents are the tunnels stage's, so a framework is redone when its channels were (after a new
-relaxation). Ions are incremental too: a document missing a requested ion is completed, keeping the ions it has.
+relaxation), or its relaxed structure or reference hulls changed. Ions are incremental too: asking for other ions
+revisits every framework, keeping the ions a document already has.
 The model loads lazily, once per process, never in `__init__` (maggma pickles builders to its workers), and must
 pass the model check: a refused model stops the stage before anything is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from maggma.core import Store
 from pymatgen.core import Structure
 
-from builders.map import StageMapBuilder
+from builders.stage import StageBuilder
 from registry.channels import DEFAULT_IONS, working_ion
 from registry.hull import subsystems
 from registry.insertion import InsertionSettings, IonInsertion, insert
@@ -34,7 +36,10 @@ RELAXED_FIELDS = ["registry_id", "structure", "energy_per_atom", "status", "pote
 NOT_ADMITTED = "the tunnels stage found no open channel for it"
 
 
-class InsertionBuilder(StageMapBuilder):
+class InsertionBuilder(StageBuilder):
+    stage = "insertion"
+    dependency_field = "chemsys"
+
     def __init__(self, tunnels: Store, relaxed: Store, references: Store, reference_sets: Store, structures: Store,
                  insertion: Store,
                  ions: Sequence[str] = DEFAULT_IONS, query: dict | None = None, potential: str = "chgnet",
@@ -53,75 +58,51 @@ class InsertionBuilder(StageMapBuilder):
         if only_admitted:
             clauses.append({"$or": [{f"admits.{ion}": True} for ion in self.ions]})
         kwargs.setdefault("chunk_size", 1)
-        super().__init__(tunnels, insertion, query={"$and": clauses}, projection=SOURCE_FIELDS,
-                         store_process_time=False, **kwargs)
         self.known = KnownCompounds(references, reference_sets, structures)
-        self.sources += [relaxed, references, reference_sets, structures]
+        super().__init__(tunnels, insertion, query={"$and": clauses}, projection=SOURCE_FIELDS, inputs=[relaxed],
+                         reads=[references, reference_sets, structures], **kwargs)
 
-    # --- which frameworks, with what ---
+    def parameters(self) -> dict[str, Any]:
+        """Another set of ions revisits every framework; the ions it already has are kept (`previous`)."""
+        return {"ions": sorted(self.ions), "potential": self.potential}
 
-    def get_items(self) -> Iterator[dict]:
-        items = list(super().get_items())  # newer than their insertion document, or all with force
-        if not self.force:
-            incomplete = self._incomplete({d["registry_id"] for d in items})
-            if self.gate is not None:
-                gated, incomplete = self.gated, self._admit(incomplete)
-                self.gated = gated  # held back again: already counted as up to date
-            items += incomplete
-            self.skipped -= len(incomplete)
-            self.total = len(items)
-        yield from self._joined(items)
+    def _systems(self, chemsys: str) -> list[str]:
+        return ["-".join(sorted({*chemsys.split("-"), ion})) for ion in self.ions]
 
-    def _done(self, ion: str) -> dict:
-        """Mongo filter: the document has `ion` (tried, or skipped for a reason that still holds)."""
-        done = [{f"ions.{ion}": {"$exists": True}}]
-        if self.only_admitted:
-            done.append({f"skipped_ions.{ion}": {"$exists": True}})
-        return {"$or": done}
+    def dependency_time(self, chemsys: str) -> datetime | None:
+        """The reference hulls of the framework's system with each ion."""
+        return max((t for s in self._systems(chemsys) if (t := self.known.updated(s)) is not None),
+                   default=None, key=naive_utc)
 
-    def _incomplete(self, exclude: set[str]) -> list[dict]:
-        """Up-to-date documents that lack one of the requested ions."""
-        missing = {"$or": [{"$nor": [self._done(ion)]} for ion in self.ions]}
-        ids = set(self.insertion.distinct("registry_id", missing)) - exclude
-        if not ids:
-            return []
-        fields = list({*SOURCE_FIELDS, "last_updated"})
-        return list(self.tunnels.query(among("registry_id", sorted(ids), self.query),
-                                       properties=fields))
-
-    def _joined(self, items: list[dict]) -> Iterator[dict]:
-        """Each tunnels document with its relaxed structure, the known compounds of its systems with each ion, and
-        the ions its insertion document already has (when that document is current)."""
-        ids = [d["registry_id"] for d in items]
-        relaxed = {d["registry_id"]: d for d in self.relaxed.query({"registry_id": {"$in": ids}},
-                                                                   properties=RELAXED_FIELDS)}
+    def context(self, groups: list[dict]) -> None:
+        """The known compounds of each framework's systems with each ion, and the ions its insertion document
+        already has when that document was built from the same inputs."""
+        ids = [g["group"] for g in groups]
         previous = {} if self.force else {d["registry_id"]: d for d in self.insertion.query(
-            {"registry_id": {"$in": ids}}, properties=["registry_id", "last_updated", "ions", "skipped_ions"])}
-        systems = {d["registry_id"]: ["-".join(sorted({*d["chemsys"].split("-"), ion})) for ion in self.ions]
-                   for d in items}
+            among("registry_id", ids), properties=["registry_id", "sources_updated", "ions", "skipped_ions"])}
+        systems = {g["group"]: self._systems(g["docs"][0]["chemsys"]) for g in groups}
         wanted = sorted({s for chemsys in systems.values() for c in chemsys for s in subsystems(c)})
         references = self.known.entries(wanted)
-        for d in items:
-            rid = d["registry_id"]
-            inside = {s for c in systems[rid] for s in subsystems(c)}
-            prev = previous.get(rid)
-            current = prev is not None and naive_utc(prev["last_updated"]) >= naive_utc(d["last_updated"])
-            yield {**d, "relaxed": relaxed.get(rid), "previous": prev if current else None,
-                   "references": [r for r in references if r.composition.chemical_system in inside]}
+        for g in groups:
+            inside = {s for c in systems[g["group"]] for s in subsystems(c)}
+            prev = previous.get(g["group"])
+            current = prev is not None and prev.get("sources_updated") is not None and g["sources_updated"] is not None \
+                and naive_utc(prev["sources_updated"]) >= naive_utc(g["sources_updated"])
+            g["previous"] = prev if current else None
+            g["references"] = [r for r in references if r.composition.chemical_system in inside]
 
     # --- one framework ---
 
-    def process_item(self, item: dict) -> dict:
-        """The document, whatever happened to each ion. A refused model raises and stops the stage (maggma's
-        MapBuilder would store it as this framework's reason); anything else becomes the framework's reason."""
+    def process_group(self, group: dict) -> list[dict]:
+        """The document, whatever happened to each ion: a refused model stops the stage (a RegistryError); anything
+        else becomes the framework's reason."""
         potential, info, provenance = self._context()
+        item = {**group["docs"][0], "relaxed": group["inputs"].get("relaxed"), "previous": group["previous"],
+                "references": group["references"]}
         try:
-            return self._build(item, potential, info, provenance)
+            return [self._build(item, potential, info, provenance)]
         except Exception as exc:
-            return self._doc(item, info, provenance, {}, {}, f"insertion failed: {type(exc).__name__}: {exc}")
-
-    def unary_function(self, item: dict) -> dict:
-        return self._build(item, *self._context())
+            return [self._doc(item, info, provenance, {}, {}, f"insertion failed: {type(exc).__name__}: {exc}")]
 
     def _context(self) -> tuple[Potential, PotentialInfo, Provenance]:
         from registry.potentials import check_potential, load_potential
@@ -178,8 +159,7 @@ class InsertionBuilder(StageMapBuilder):
         if error is None and not any(r.state == "successful" for r in ions.values()):
             error = "; ".join(f"{ion}: {r.error}" for ion, r in ions.items()) or \
                     "; ".join(f"{ion}: {why}" for ion, why in skipped.items()) or "no ion requested"
-        doc = InsertionDoc(registry_id=item["registry_id"], last_updated=item["last_updated"],
-                           state=State.failed if error else State.successful, error=error, provenance=provenance,
-                           formula_pretty=item["formula_pretty"], chemsys=item["chemsys"], potential=info, ions=ions,
-                           skipped_ions=skipped)
+        doc = InsertionDoc(registry_id=item["registry_id"], state=State.failed if error else State.successful,
+                           error=error, provenance=provenance, formula_pretty=item["formula_pretty"],
+                           chemsys=item["chemsys"], potential=info, ions=ions, skipped_ions=skipped)
         return to_mongo(doc)

@@ -14,7 +14,7 @@ from typing import Any
 from maggma.core import Store
 from pymatgen.core import Composition, Structure
 
-from builders.map import StageMapBuilder
+from builders.stage import StageBuilder
 from registry.references import REFERENCE_NAME, formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
@@ -24,7 +24,9 @@ SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "elements", "nsites
                  "converged", "potential"]
 
 
-class PredictBuilder(StageMapBuilder):
+class PredictBuilder(StageBuilder):
+    stage = "predict"
+
     def __init__(self, relaxed: Store, predicted: Store, query: dict | None = None,
                  bandgap_model: str | None = None, batch_size: int = 64, **kwargs: Any):
         """`bandgap_model`: a model folder (default: the shipped one)."""
@@ -32,11 +34,16 @@ class PredictBuilder(StageMapBuilder):
         self.predicted = predicted
         self.bandgap_model = bandgap_model
         super().__init__(relaxed, predicted, query={"state": State.successful.value, **(query or {})},
-                         projection=SOURCE_FIELDS, store_process_time=False, batch_size=batch_size, **kwargs)
+                         projection=SOURCE_FIELDS, batch_size=batch_size, **kwargs)
 
-    def process_batch(self, items: list[dict]) -> list[dict]:
+    def parameters(self) -> dict[str, Any]:
+        return {"bandgap_model": str(self.bandgap_model or "shipped")}
+
+    def process_groups(self, groups: list[dict]) -> list[dict]:
+        """One band-gap model call for the whole batch; a document that cannot be predicted fails alone."""
         from registry.bandgap import BandGapModel
 
+        items = [g["docs"][0] for g in groups]
         gap_model = BandGapModel.load(self.bandgap_model)
         gaps = gap_model.predict_with_reasons([Structure.from_dict(d["structure"]) for d in items])
         provenance = Provenance(builder="predict", model=gap_model.name, model_version=gap_model.version,
@@ -47,9 +54,7 @@ class PredictBuilder(StageMapBuilder):
             try:
                 out.append(self._doc(item, gap.band_gap, gap.reason, gap_model, provenance))
             except Exception as exc:  # a NaN energy or an element without a reference: this document fails alone
-                out.append({"registry_id": item["registry_id"], "last_updated": item["last_updated"],
-                            "state": State.failed.value, "error": str(exc), "chemsys": item["chemsys"],
-                            "formula_pretty": item["formula_pretty"]})
+                out.append(self.failed(item, str(exc)))
         return out
 
     def _doc(self, item: dict, gap: float | None, gap_error: str | None, gap_model: Any,
@@ -67,7 +72,7 @@ class PredictBuilder(StageMapBuilder):
                                    method="matgl graph network on the relaxed structure (PBE gap)", error=gap_error),
         }
         return to_mongo(PredictedDoc(
-            registry_id=item["registry_id"], last_updated=item["last_updated"], provenance=provenance,
+            registry_id=item["registry_id"], provenance=provenance,
             formula_pretty=item["formula_pretty"], chemsys=item["chemsys"], elements=item["elements"],
             nsites=item["nsites"], energy_per_atom=energy, formation_energy_per_atom=e_form, band_gap=gap,
             converged=item["converged"], predictions=predictions,

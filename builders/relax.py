@@ -12,7 +12,7 @@ from typing import Any
 from maggma.core import Store
 from pymatgen.core import Structure
 
-from builders.map import StageMapBuilder
+from builders.stage import StageBuilder
 from registry.relaxation import RelaxResult, RelaxSettings, relax_batch
 from schemas.base import to_mongo
 from schemas.relaxed import PotentialInfo, RelaxedDoc
@@ -21,12 +21,14 @@ from schemas.stage import Provenance, State
 SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "elements", "nsites", "structure", "structure_updated"]
 
 
-class RelaxBuilder(StageMapBuilder):
+class RelaxBuilder(StageBuilder):
     """Relaxes every valid, successfully validated structure (optionally narrowed by `query`).
 
     The validated store must use `structure_updated` as its last_updated field: a structure is re-relaxed when
     its representative structure changed, not when another duplicate joined its group.
     """
+
+    stage = "relax"
 
     def __init__(self, validated: Store, relaxed: Store, query: dict | None = None, potential: str = "chgnet",
                  device: str = "cpu", fmax: float = 0.1, steps: int = 500, batch_size: int = 8,
@@ -39,8 +41,12 @@ class RelaxBuilder(StageMapBuilder):
         self.steps = steps
         scope = {"valid": True, "state": State.successful.value, **(query or {})}
         kwargs.setdefault("chunk_size", 1)
-        super().__init__(validated, relaxed, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
-                         force=force, batch_size=batch_size, **kwargs)
+        super().__init__(validated, relaxed, query=scope, projection=SOURCE_FIELDS, force=force,
+                         batch_size=batch_size, **kwargs)
+
+    def parameters(self) -> dict[str, Any]:
+        """Another potential redoes every relaxation; other convergence settings keep what is done."""
+        return {"potential": self.potential}
 
     def settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps)
@@ -52,8 +58,9 @@ class RelaxBuilder(StageMapBuilder):
         report = check_potential(potential)  # raises ModelCheckError: the whole stage stops, nothing written
         return potential, report
 
-    def process_batch(self, item: list[dict]) -> list[dict]:
-        """A batch is relaxed in lockstep: one batched forward pass per FIRE step."""
+    def process_groups(self, groups: list[dict]) -> list[dict]:
+        """A batch is relaxed in lockstep: one batched forward pass per optimizer step."""
+        item = [g["docs"][0] for g in groups]
         potential, report = self._potential()
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version,
                              device=self.device, model_check_max_error=report.max_abs_error)
@@ -67,8 +74,7 @@ class RelaxBuilder(StageMapBuilder):
              provenance: Provenance) -> dict:
         ok = result.status in ("converged", "unconverged")
         doc = RelaxedDoc(
-            registry_id=source["registry_id"], last_updated=source["structure_updated"],
-            state=State.successful if ok else State.failed,
+            registry_id=source["registry_id"], state=State.successful if ok else State.failed,
             error=None if ok else f"relaxation {result.status}: {result.reason}",
             provenance=provenance, formula_pretty=source["formula_pretty"], chemsys=source["chemsys"],
             elements=source["elements"], nsites=source["nsites"], input_structure=structure,

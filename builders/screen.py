@@ -28,7 +28,7 @@ from typing import Any
 from maggma.core import Store
 from pymatgen.core import Composition, Structure
 
-from builders.map import StageMapBuilder
+from builders.stage import StageBuilder
 from registry.channels import DEFAULT_IONS, analyze_channels
 from registry.known import KnownCompounds
 from registry.references import formation_energy_per_atom
@@ -40,7 +40,10 @@ from schemas.stage import Provenance, State
 SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "structure", "structure_updated"]
 
 
-class ScreenBuilder(StageMapBuilder):
+class ScreenBuilder(StageBuilder):
+    stage = "screen"
+    dependency_field = "chemsys"
+
     def __init__(self, validated: Store, screened: Store, references: Store, reference_sets: Store, structures: Store,
                  query: dict | None = None,
                  potential: str = "chgnet", device: str = "cpu", ions: Sequence[str] = DEFAULT_IONS,
@@ -55,13 +58,20 @@ class ScreenBuilder(StageMapBuilder):
         self.device = device
         self.ions = list(ions)
         scope = {"valid": True, "state": State.successful.value, **(query or {})}
-        super().__init__(validated, screened, query=scope, projection=SOURCE_FIELDS, store_process_time=False,
-                         batch_size=batch_size, **kwargs)
-        self.sources += [references, reference_sets, structures]
+        super().__init__(validated, screened, query=scope, projection=SOURCE_FIELDS, batch_size=batch_size,
+                         reads=[references, reference_sets, structures], **kwargs)
 
-    def process_batch(self, items: list[dict]) -> list[dict]:
+    def parameters(self) -> dict[str, Any]:
+        return {"potential": self.potential, "ions": self.ions}
+
+    def dependency_time(self, chemsys: str) -> datetime | None:
+        return self.known.updated(chemsys)
+
+    def process_groups(self, groups: list[dict]) -> list[dict]:
+        """One batched static energy for the whole batch; a structure that breaks it is evaluated alone."""
         from registry.potentials import check_potential, load_potential
 
+        items = [g["docs"][0] for g in groups]
         potential = load_potential(self.potential, self.device)
         check = check_potential(potential)
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
@@ -82,15 +92,15 @@ class ScreenBuilder(StageMapBuilder):
             return math.nan
 
     def _doc(self, item: dict, energy: float, info: PotentialInfo, provenance: Provenance) -> dict:
-        base = {"registry_id": item["registry_id"], "last_updated": item["structure_updated"],
-                "formula_pretty": item["formula_pretty"], "chemsys": item["chemsys"]}
+        base = {"registry_id": item["registry_id"], "formula_pretty": item["formula_pretty"],
+                "chemsys": item["chemsys"]}
         try:
             if not math.isfinite(energy):
                 raise ValueError(f"static energy is not a finite number ({energy})")
             e_form = formation_energy_per_atom(Composition(item["formula_pretty"]), energy)
             e_hull = self.known.hull(item["chemsys"]).evaluate(item["formula_pretty"], e_form).e_above_hull
         except Exception as exc:
-            return {**base, "state": State.failed.value, "error": f"screen failed: {exc}"}
+            return self.failed(item, f"screen failed: {exc}")
         free_sphere, channel_error = {}, None
         if self.ions:
             channels = analyze_channels(Structure.from_dict(item["structure"]), self.ions, bvse=False)

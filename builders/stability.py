@@ -1,29 +1,30 @@
 """stability: predicted + known compounds -> stability. Energy above the reference hull, per chemical system.
 
-A chemical system is rebuilt when one of its predicted structures changed (a new one moves the hull for the
-others: `e_above_hull_all`) or when anything its hull is built from changed (a reference set loaded again with new
-content, a mined compound of the system or a subsystem): `references_updated` records the newest of those.
+A chemical system is rebuilt (builders/stage.py's rule) when one of its predicted structures changed (a new one
+moves the hull for the others: `e_above_hull_all`) or when anything its hull is built from changed (a reference
+set loaded again with new content, a mined compound of the system or a subsystem: `KnownCompounds.updated`).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from maggma.core import Store
 
-from builders.group import GroupStageBuilder
+from builders.stage import StageBuilder
 from registry.hull import ReferenceHull, reference_entry
 from registry.known import KnownCompounds
-from registry.stores import naive_utc
 from schemas.base import to_mongo
 from schemas.stability import FAR_BELOW_HULL, StabilityDoc
 from schemas.stage import Provenance, State
 
 
-class StabilityBuilder(GroupStageBuilder):
+class StabilityBuilder(StageBuilder):
+    stage = "stability"
     group_field = "chemsys"
     members_field = "registry_id"
+    dependency_field = "chemsys"
 
     def __init__(self, predicted: Store, references: Store, reference_sets: Store, structures: Store,
                  stability: Store, query: dict | None = None, **kwargs: Any):
@@ -35,32 +36,18 @@ class StabilityBuilder(GroupStageBuilder):
         self.stability = stability
         self.known = KnownCompounds(references, reference_sets, structures)
         scope = {"state": State.successful.value, "formation_energy_per_atom": {"$type": "number"}, **(query or {})}
-        super().__init__(predicted, stability, query=scope, extra_sources=[references, reference_sets, structures],
-                         **kwargs)
+        super().__init__(predicted, stability, query=scope, reads=[references, reference_sets, structures],
+                         projection=["registry_id", "formula_pretty", "chemsys", "formation_energy_per_atom"], **kwargs)
 
-    def stale_groups(self) -> list[str]:
-        stale = set(super().stale_groups())
-        if self.force:
-            return sorted(stale)
-        for d in self.stability.query(criteria={}, properties=["chemsys", "references_updated"]):
-            newest, recorded = self.known.updated(d["chemsys"]), d.get("references_updated")
-            if newest is not None and (recorded is None or naive_utc(newest) > naive_utc(recorded)):
-                stale.add(d["chemsys"])
-        return sorted(stale)
-
-    def group_context(self, group: str, docs: list[dict]) -> dict[str, Any]:
-        return {"hull": self.known.hull(group), "references_updated": self.known.updated(group)}
+    def dependency_time(self, chemsys: str) -> datetime | None:
+        return self.known.updated(chemsys)
 
     def process_group(self, item: dict) -> list[dict]:
-        chemsys, docs, hull = item["group"], item["docs"], item["hull"]
-        sources_updated = max(d["last_updated"] for d in docs)
+        chemsys, docs = item["group"], item["docs"]
+        hull = self.known.hull(chemsys)
         predicted = [reference_entry(d["formula_pretty"], d["formation_energy_per_atom"], d["registry_id"])
                      for d in docs]
-        try:
-            combined = hull.with_entries(predicted)
-        except Exception as exc:
-            return [self._failed(d, f"cannot build the {chemsys} hull with predictions: {exc}", sources_updated)
-                    for d in docs]
+        combined = hull.with_entries(predicted)
         same_system = sum(1 for e in hull.references if e.composition.chemical_system == chemsys)
         provenance = Provenance(builder="stability", parameters={"reference_sets": list(hull.basis.reference_sets)})
         out = []
@@ -69,26 +56,19 @@ class StabilityBuilder(GroupStageBuilder):
                 ref = hull.evaluate(d["formula_pretty"], d["formation_energy_per_atom"])
                 e_hull_all = float(combined.get_e_above_hull(entry))
             except Exception as exc:
-                out.append(self._failed(d, f"hull evaluation failed: {exc}", sources_updated))
+                out.append(self.failed(d, f"hull evaluation failed: {exc}"))
                 continue
             out.append(to_mongo(StabilityDoc(
-                registry_id=d["registry_id"], last_updated=d["last_updated"], provenance=provenance,
+                registry_id=d["registry_id"], provenance=provenance,
                 formula_pretty=d["formula_pretty"], chemsys=chemsys,
                 formation_energy_per_atom=d["formation_energy_per_atom"], e_above_hull=ref.e_above_hull,
                 e_above_hull_all=e_hull_all, decomposition=ref.decomposition, n_references=hull.n_references,
                 n_references_same_system=same_system, thin_hull=same_system == 0,
                 reference_sets=list(hull.basis.reference_sets), energy_schemes=list(hull.basis.energy_schemes),
                 missing_elements=ref.missing_elements, hull_complete=hull.complete,
-                warnings=_warnings(hull, ref.e_above_hull), sources_updated=sources_updated,
-                references_updated=item["references_updated"],
+                warnings=_warnings(hull, ref.e_above_hull),
             )))
         return out
-
-    @staticmethod
-    def _failed(doc: dict, reason: str, sources_updated: datetime) -> dict:
-        return {"registry_id": doc["registry_id"], "chemsys": doc["chemsys"], "state": State.failed.value,
-                "error": reason, "last_updated": doc["last_updated"], "sources_updated": sources_updated,
-                "provenance": {"builder": "stability", "built_at": datetime.now(UTC)}}
 
 
 def _warnings(hull: ReferenceHull, e_above_hull: float) -> list[str]:

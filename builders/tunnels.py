@@ -8,16 +8,18 @@ from typing import Any
 from maggma.core import Store
 from pymatgen.core import Structure
 
-from builders.map import StageMapBuilder
+from builders.stage import StageBuilder
 from registry.channels import DEFAULT_IONS, analyze_channels
 from schemas.base import to_mongo
 from schemas.stage import Provenance, State
 from schemas.tunnels import TunnelsDoc
 
-SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "structure"]
+SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "structure", "last_updated"]
 
 
-class TunnelsBuilder(StageMapBuilder):
+class TunnelsBuilder(StageBuilder):
+    stage = "tunnels"
+
     def __init__(self, relaxed: Store, tunnels: Store, query: dict | None = None,
                  ions: Sequence[str] = DEFAULT_IONS, **kwargs: Any):
         self.relaxed = relaxed
@@ -25,20 +27,24 @@ class TunnelsBuilder(StageMapBuilder):
         self.ions = list(ions)
         kwargs.setdefault("chunk_size", 20)
         super().__init__(relaxed, tunnels, query={"state": State.successful.value, **(query or {})},
-                         projection=SOURCE_FIELDS, store_process_time=False, **kwargs)
+                         projection=SOURCE_FIELDS, **kwargs)
 
-    def unary_function(self, item: dict) -> dict:
-        report = analyze_channels(Structure.from_dict(item["structure"]), self.ions)
+    def parameters(self) -> dict[str, Any]:
+        return {"ions": self.ions}
+
+    def process_group(self, item: dict) -> list[dict]:
+        [source] = item["docs"]
+        report = analyze_channels(Structure.from_dict(source["structure"]), self.ions)
         if report.error:
             raise ValueError(f"channel analysis failed: {report.error}")
         axis = report.channel_axis
         doc = TunnelsDoc(
-            registry_id=item["registry_id"], last_updated=item["last_updated"],
+            registry_id=source["registry_id"],
             provenance=Provenance(builder="tunnels", model="zeo++ (pyzeo) + BVSE (BVlain)",
                                   parameters={"ions": self.ions, **report.settings.model_dump()}),
-            formula_pretty=item["formula_pretty"], chemsys=item["chemsys"], has_1d_channel=report.has_1d_channel,
+            formula_pretty=source["formula_pretty"], chemsys=source["chemsys"], has_1d_channel=report.has_1d_channel,
             channel_axis=(axis.label or "[{} {} {}]".format(*axis.uvw)) if axis else None,
             free_sphere=report.zeopp.df if report.zeopp else None,
             admits={ion: ch.admits for ion, ch in report.ions.items()}, report=report,
         )
-        return to_mongo(doc)
+        return [to_mongo(doc)]

@@ -6,18 +6,18 @@ deduplication is near-linear in the number of structures instead of all-pairs.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from maggma.core import Store
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Structure
 
-from builders.group import GroupStageBuilder
+from builders.stage import StageBuilder
 from registry.known import KnownCompounds
 from registry.validity import composition_validity, structure_problem
 from schemas.base import to_mongo
-from schemas.stage import Provenance, State
+from schemas.stage import Provenance
 from schemas.validated import Member, ValidatedDoc, ValidityChecks
 
 # CHGNet 0.3.0 (the default potential) embeds elements up to Pu (Z = 94).
@@ -26,9 +26,11 @@ STRUCTURE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "elements", "nsi
                     "last_updated"]
 
 
-class ValidateBuilder(GroupStageBuilder):
+class ValidateBuilder(StageBuilder):
+    stage = "validate"
     group_field = "formula_pretty"
     members_field = "members"
+    dependency_field = "formula_pretty"  # whether a formula is known depends on the reference sets
 
     def __init__(self, structures: Store, references: Store, reference_sets: Store, validated: Store,
                  query: dict | None = None,
@@ -43,17 +45,11 @@ class ValidateBuilder(GroupStageBuilder):
         self.covered_elements = tuple(covered_elements)
         self.volume_per_atom = tuple(volume_per_atom)
         self.matcher = dict(matcher or {})
-        super().__init__(structures, validated, query=query, extra_sources=[references, reference_sets], **kwargs)
+        super().__init__(structures, validated, query=query, reads=[references, reference_sets],
+                         projection=STRUCTURE_FIELDS, **kwargs)
 
-    def stale_groups(self) -> list[str]:
-        """Also every group judged against an older reference set: whether its formula is known may change."""
-        stale = set(super().stale_groups())
-        newest = self.known.sets_updated
-        if newest is not None and not self.force:
-            stale |= self.source_groups.keys() & {d["formula_pretty"] for d in self.validated.query(
-                criteria={"$or": [{"references_updated": None}, {"references_updated": {"$lt": newest}}]},
-                properties=["formula_pretty"])}
-        return sorted(stale)
+    def dependency_time(self, formula: str) -> datetime | None:
+        return self.known.sets_updated
 
     def parameters(self) -> dict[str, Any]:
         return {"volume_per_atom": list(self.volume_per_atom), "matcher": self.matcher,
@@ -83,24 +79,21 @@ class ValidateBuilder(GroupStageBuilder):
                               volume_ok=vol_ok, uncovered_elements=uncovered), reasons
 
     def process_group(self, item: dict) -> list[dict]:
-        docs = sorted(item["docs"], key=lambda d: (d["origin"]["kind"] != "mined", d["registry_id"]))
+        docs = sorted(item["docs"], key=lambda d: (_kind(d) != "mined", d["registry_id"]))
         if not docs:
             return []
-        sources_updated = max(d["last_updated"] for d in docs)
         provenance = Provenance(builder="validate", parameters=self.parameters())
-        known = any(d["origin"]["kind"] == "mined" for d in docs) or item["group"] in self.known.reference_formulas
+        known = any(_kind(d) == "mined" for d in docs) or item["group"] in self.known.reference_formulas
         valid, out = [], []
         for d in docs:
             try:
                 structure = Structure.from_dict(d["structure"])
                 checks, reasons = self.checks(structure, d["origin"]["kind"])
-            except Exception as exc:  # a document that cannot even be read back is recorded, not fatal
-                out.append({"registry_id": d["registry_id"], "formula_pretty": item["group"], "state": State.failed.value,
-                            "error": f"{type(exc).__name__}: {exc}", "members": [d["registry_id"]],
-                            "last_updated": d["last_updated"], "sources_updated": sources_updated})
+            except Exception as exc:  # a document that cannot even be read back fails alone
+                out.append(self.failed(d, f"unreadable structure document: {type(exc).__name__}: {exc}"))
                 continue
             if reasons:
-                out.append(self._doc([d], [structure], checks, reasons, provenance, sources_updated, known))
+                out.append(self._doc([d], [structure], checks, reasons, provenance, known))
             else:
                 valid.append((d, structure, checks))
         if valid:
@@ -109,22 +102,27 @@ class ValidateBuilder(GroupStageBuilder):
                 members = [by_object[id(s)] for s in cluster]
                 members.sort(key=lambda m: (m[0]["origin"]["kind"] != "mined", m[0]["registry_id"]))
                 out.append(self._doc([m[0] for m in members], [m[1] for m in members], members[0][2], [],
-                                     provenance, sources_updated, known))
+                                     provenance, known))
         return out
 
     def _doc(self, docs: list[dict], structures: list[Structure], checks: ValidityChecks, reasons: list[str],
-             provenance: Provenance, sources_updated: datetime, formula_known: bool) -> dict:
+             provenance: Provenance, formula_known: bool) -> dict:
         rep = docs[0]
         origins = [Member(registry_id=d["registry_id"], kind=d["origin"]["kind"], source=d["origin"]["source"],
                           run_id=d["origin"].get("run_id")) for d in docs]
         runs = [m.run_id for m in origins if m.run_id]
         doc = ValidatedDoc(
-            registry_id=rep["registry_id"], last_updated=datetime.now(UTC), provenance=provenance,
+            registry_id=rep["registry_id"], provenance=provenance,
             formula_pretty=rep["formula_pretty"], chemsys=rep["chemsys"], elements=rep["elements"],
             nsites=rep["nsites"], structure=structures[0], valid=not reasons, reasons=reasons, checks=checks,
             members=[d["registry_id"] for d in docs], member_origins=origins, origin_kind=rep["origin"]["kind"],
             novel=all(m.kind != "mined" for m in origins), unique=len(runs) == len(set(runs)), formula_known=formula_known,
-            structure_updated=rep["last_updated"], sources_updated=sources_updated,
-            references_updated=self.known.sets_updated,
+            structure_updated=rep["last_updated"],
         )
         return to_mongo(doc)
+
+
+def _kind(doc: dict) -> str | None:
+    """The origin kind of a structure document; None for one without a readable origin."""
+    origin = doc.get("origin")
+    return origin.get("kind") if isinstance(origin, dict) else None

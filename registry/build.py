@@ -53,10 +53,10 @@ def _process(item: Any) -> Any:
 
 
 def _documents(output: Any) -> Iterator[dict]:
-    """Group builders return {"group", "docs"}, batch builders a list, map builders one document."""
+    """Stages return {"groups", "docs"} (builders/stage.py); older builders a list or one document."""
     if isinstance(output, list):
         yield from output
-    elif isinstance(output, dict) and "docs" in output and "group" in output:
+    elif isinstance(output, dict) and "docs" in output and ("group" in output or "groups" in output):
         yield from output["docs"]
     elif isinstance(output, dict):
         yield output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -23,4 +22,3 @@ class CandidateDoc(StageDoc):
     score: float
     criteria: list[Verdict]
     values: dict[str, Any] = Field(description="The joined stage values the criteria read")
-    sources_updated: datetime

@@ -130,6 +130,3 @@ class DftComparisonDoc(StageDoc):
     thin_hull: bool | None = None
     reference_sets: list[str] = Field(default_factory=list, description="Reference sets of the hull (name, hash)")
     hull_complete: bool | None = Field(None, description="A loaded reference set covers every element")
-    sources_updated: datetime
-    ml_updated: datetime | None = None
-    references_updated: datetime | None = None

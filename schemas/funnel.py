@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from schemas.stage import StageDoc
 
 Stage = Literal["validate", "prefilter", "screen", "relax", "predict", "stability", "tunnels", "rank"]
 
 
-class FunnelDoc(BaseModel):
+class FunnelDoc(StageDoc):
     funnel_id: str = Field(description="registry_id:preset:ion")
     registry_id: str
     preset: str
@@ -20,4 +22,3 @@ class FunnelDoc(BaseModel):
     left_at: Stage | None = Field(description="Where it stopped; None for a candidate that passed every criterion")
     pending: bool = Field(description="It stopped only because a stage has not run on it yet (not a verdict)")
     reason: str | None = None
-    content_hash: str

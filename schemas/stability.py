@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import Field
 
 from schemas.stage import StageDoc
@@ -35,5 +33,3 @@ class StabilityDoc(StageDoc):
                                             "far as the energies can")
     warnings: list[str] = Field(default_factory=list, description="Why this E_hull should not be read as "
                                                                   "confident (incomplete hull, far below the hull)")
-    sources_updated: datetime
-    references_updated: datetime | None = None

@@ -47,6 +47,3 @@ class ValidatedDoc(StageDoc):
                                                    "has its reduced formula, whatever its structure (the paper drops "
                                                    "such formulas); builders/validate.py")
     structure_updated: datetime = Field(description="last_updated of the representative structure: relax keys on it")
-    sources_updated: datetime = Field(description="Newest last_updated among the formula group's structures")
-    references_updated: datetime | None = Field(None, description="When the reference sets formula_known was judged "
-                                                                  "against last changed")

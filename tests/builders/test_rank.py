@@ -65,7 +65,7 @@ def test_the_paper_preset_reads_whether_the_formula_is_known_from_validated(regi
 
 
 def insertion_doc(rid: str, voltage: float | None, capacity: float | None, swelling: float | None, when=NOW) -> dict:
-    return {"insertion": {"registry_id": rid, "state": "successful", "last_updated": NOW,
+    return {"insertion": {"registry_id": rid, "state": "successful", "last_updated": when,
                           "provenance": {"builder": "insertion", "built_at": when},
                           "average_voltage": {"Mg": voltage}, "capacity_grav": {"Mg": capacity},
                           "max_delta_volume": {"Mg": swelling}}}
@@ -86,7 +86,7 @@ def test_insertion_values_are_soft_criteria_and_a_new_ion_reranks(registry):
     assert all(d["passed"] for d in docs.values())
     assert docs["host"]["score"] > max(docs["bare"]["score"], docs["overvolted"]["score"])
 
-    # the insertion stage rewrote "bare" (an ion added) without a newer source: only it is ranked again
+    # the insertion stage added an ion to "bare" (new content, so a new last_updated): only it is ranked again
     insert(registry, insertion_doc("bare", 1.5, 120.0, 0.02, when=NOW + timedelta(seconds=5)))
     assert rank(registry).processed == 1
     [bare] = registry.find({"registry_id": "bare", "preset": "tunnel"}, collection="candidates")
