@@ -19,12 +19,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builders.chain import STAGES, TARGETS, BuildOptions, build
 from builders.funnel import content_hash
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.pipeline import STAGES, TARGETS, BuildOptions, build
-from registry.readers import read_csv
-from registry.server import EmbeddedServer
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_csv
 
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 

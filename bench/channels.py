@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from registry.channels import analyze_channels
+from registry.science.channels import analyze_channels
 
 
 def _row(name: str, structure: Structure) -> float:

@@ -30,9 +30,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from registry.client import Registry
-from registry.pipeline import STAGES
-from registry.server import EmbeddedServer
+from builders.chain import STAGES
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
 from tests.reliability.harness import (
     ROOT,
     VALIDATE,

@@ -20,15 +20,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from builders.chain import BuildOptions, build
+from builders.run import StageReport
 from generators.cdvae import CDVAESamples
-from registry.build import StageReport
-from registry.client import Registry
-from registry.generation import run_generator
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions, build
-from registry.rank import get_preset
-from registry.readers import iter_input_files, read_path
-from registry.server import EmbeddedServer
+from generators.run import run_generator
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import iter_input_files, read_path
+from registry.science.criteria import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "registry" / "data" / "sample"

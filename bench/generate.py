@@ -33,12 +33,12 @@ from rich.table import Table
 from generators.base import Generator
 from generators.cdvae import CDVAESamples
 from generators.llm import LLMGenerator, finetune
+from generators.run import run_generator
 from generators.substitution import SubstitutionGenerator
-from registry.client import Registry
-from registry.generation import run_generator
-from registry.metrics import GenerationTally
-from registry.readers import read_csv, read_path
-from registry.server import EmbeddedServer
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.readers import read_csv, read_path
+from registry.science.metrics import GenerationTally
 from schemas.generation import GenerationRunDoc
 
 ROOT = Path(__file__).resolve().parents[1]

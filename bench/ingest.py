@@ -18,11 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.readers import read_csv
-from registry.records import Record
-from registry.server import EmbeddedServer
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_csv
+from registry.io.records import Record
 
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 

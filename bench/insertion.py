@@ -21,14 +21,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from builders.chain import BuildOptions, _known, make_builder
 from builders.insertion import InsertionBuilder
-from registry.build import run_builder
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.insertion import InsertionSettings
-from registry.pipeline import BuildOptions, _known, make_builder
-from registry.readers import read_cif, read_csv
-from registry.server import EmbeddedServer
+from builders.run import run_builder
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_cif, read_csv
+from registry.science.insertion import InsertionSettings
 
 IONS = ("Mg", "Zn", "Ca", "Al")
 

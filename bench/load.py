@@ -29,11 +29,11 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from rich.console import Console
 from rich.table import Table
 
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.readers import read_csv
-from registry.server import EmbeddedServer
-from registry.stores import COLLECTIONS
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.db.stores import COLLECTIONS
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_csv
 
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions, build
-from registry.readers import iter_input_files, read_path
-from registry.server import EmbeddedServer
+from builders.chain import BuildOptions, build
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import iter_input_files, read_path
 from schemas.structure import OriginKind
 
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample"

@@ -20,9 +20,9 @@ import torch
 
 from generators.cdvae import CDVAESamples
 from registry import relaxation
-from registry.potentials import load_potential
-from registry.relaxation import RelaxSettings, relax_batch
-from registry.validity import structure_problem
+from registry.science.potentials import load_potential
+from registry.science.relaxation import RelaxSettings, relax_batch
+from registry.science.validity import structure_problem
 
 SAMPLES = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "cdvae" / "eval_gen_arrays.npz"
 

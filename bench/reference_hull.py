@@ -5,7 +5,7 @@ set), compared with MP's own energy above hull, and which of the sample's formul
     PYTHONPATH=. python bench/reference_hull.py [--steps 500] [--workers 2]
 
 Runs in a fresh embedded database in a temporary folder; the whole shipped reference set is loaded as `registry
-build` loads it. Also prints the measurement behind the energy scheme (registry/references.py): CHGNet's formation
+build` loads it. Also prints the measurement behind the energy scheme (registry/science/references.py): CHGNet's formation
 energies of the sample's ground-state oxides against the reference table as given (legacy corrections) and moved
 to MP2020 (`mp2020_shift`), and the sample's own values against the table.
 """
@@ -22,13 +22,13 @@ from pymatgen.core import Composition
 from rich.console import Console
 from rich.table import Table
 
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.known import ensure_references
-from registry.pipeline import BuildOptions, build
-from registry.readers import iter_input_files, read_path
-from registry.references import OTHER_ANIONS, read_table
-from registry.server import EmbeddedServer
+from builders.chain import BuildOptions, build
+from registry.db.client import Registry
+from registry.db.known import ensure_references
+from registry.db.server import EmbeddedServer
+from registry.io.ingest import Ingestor
+from registry.io.readers import iter_input_files, read_path
+from registry.science.references import OTHER_ANIONS, read_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"
 

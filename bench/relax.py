@@ -29,8 +29,8 @@ import torch
 from pymatgen.core import Structure
 from threadpoolctl import threadpool_limits
 
-from registry.potentials import load_potential
-from registry.relaxation import RelaxSettings, relax_many
+from registry.science.potentials import load_potential
+from registry.science.relaxation import RelaxSettings, relax_many
 
 MP20 = Path(__file__).resolve().parents[1] / "registry" / "data" / "sample" / "mp20"  # = shared mp20_sample
 

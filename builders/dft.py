@@ -22,11 +22,10 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
-from registry.decoding import decode
-from registry.hull import reference_query
-from registry.known import KnownCompounds
-from registry.parity import stability_threshold
-from registry.references import REFERENCE_NAME, formation_energy_per_atom
+from registry.db.known import KnownCompounds
+from registry.io.decoding import decode
+from registry.science.hull import reference_query
+from registry.science.references import REFERENCE_NAME, formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.dft import Deltas, DftComparisonDoc, DftEnergies, KnownPolymorph, MlValues
 from schemas.stage import Provenance, State
@@ -34,8 +33,6 @@ from schemas.stage import Provenance, State
 if TYPE_CHECKING:
     from pymatgen.entries.computed_entries import ComputedEntry
 
-    from registry.client import Registry
-    from registry.pipeline import BuildOptions
 
 KIND_ORDER = {"static": 0, "relax": 1, "unknown": 2}
 ML_STAGES = ("relaxed", "predicted", "stability")
@@ -205,13 +202,3 @@ class DftBuilder(StageBuilder):
         return to_mongo(DftComparisonDoc(**base, state=State.failed, error=reason, dft_validated=False,
                                          validation=[reason]))
 
-
-def make_dft_builder(reg: Registry, options: BuildOptions | None = None) -> DftBuilder:
-    """The stage as `registry.pipeline.MAKERS` builds stages: validation threshold from the preset's E_hull
-    criterion (0.1 eV/atom for tunnel)."""
-    from registry.pipeline import BuildOptions, _known
-
-    o = options or BuildOptions()
-    return DftBuilder(reg.store("dft"), reg.store("relaxed"), reg.store("predicted"), reg.store("stability"),
-                      *_known(reg), reg.store("dft_comparison"),
-                      e_hull_threshold=stability_threshold(o.preset), force=o.force)

@@ -13,8 +13,8 @@ from typing import Any
 from maggma.core import Store
 
 from builders.stage import StageBuilder
-from registry.rank import PREFILTER_FLAGS, get_preset, judge
-from registry.stores import among
+from registry.db.stores import among
+from registry.science.criteria import PREFILTER_FLAGS, get_preset, judge
 from schemas.base import to_mongo
 from schemas.funnel import FunnelDoc
 from schemas.stage import Provenance

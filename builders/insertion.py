@@ -1,5 +1,5 @@
 """insertion: tunnels + relaxed (+ mined references) -> insertion. ML insertion voltage and capacity of each
-working ion whose channel is open in a framework (see `registry.insertion`).
+working ion whose channel is open in a framework (see `registry.science.insertion`).
 
 Source documents are the tunnels stage's, so a framework is redone when its channels were (after a new
 relaxation), or its relaxed structure or reference hulls changed. Ions are incremental too: asking for other ions
@@ -18,18 +18,18 @@ from maggma.core import Store
 from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
-from registry.channels import DEFAULT_IONS, working_ion
-from registry.hull import subsystems
-from registry.insertion import InsertionSettings, IonInsertion, insert
-from registry.known import KnownCompounds
-from registry.stores import among, naive_utc
+from registry.db.known import KnownCompounds
+from registry.db.stores import among, naive_utc
+from registry.science.channels import DEFAULT_IONS, working_ion
+from registry.science.hull import subsystems
+from registry.science.insertion import InsertionSettings, IonInsertion, insert
 from schemas.base import to_mongo
 from schemas.insertion import InsertionDoc
 from schemas.relaxed import PotentialInfo
 from schemas.stage import Provenance, State
 
 if TYPE_CHECKING:
-    from registry.potentials import Potential
+    from registry.science.potentials import Potential
 
 SOURCE_FIELDS = ["registry_id", "formula_pretty", "chemsys", "admits", "report.channel_axis.uvw"]
 RELAXED_FIELDS = ["registry_id", "structure", "energy_per_atom", "status", "potential.spec"]
@@ -45,7 +45,7 @@ class InsertionBuilder(StageBuilder):
                  ions: Sequence[str] = DEFAULT_IONS, query: dict | None = None, potential: str = "chgnet",
                  device: str = "cpu", only_admitted: bool = True, settings: InsertionSettings | None = None,
                  **kwargs: Any):
-        """`references`, `reference_sets` and `structures` supply the known compounds for E_hull (`registry.known`).
+        """`references`, `reference_sets` and `structures` supply the known compounds for E_hull (`registry.db.known`).
         With `only_admitted`, an ion is inserted only where the tunnels stage says the channel admits it."""
         self.tunnels, self.relaxed, self.structures, self.insertion = tunnels, relaxed, structures, insertion
         self.references, self.reference_sets = references, reference_sets
@@ -105,7 +105,7 @@ class InsertionBuilder(StageBuilder):
             return [self._doc(item, info, provenance, {}, {}, f"insertion failed: {type(exc).__name__}: {exc}")]
 
     def _context(self) -> tuple[Potential, PotentialInfo, Provenance]:
-        from registry.potentials import check_potential, load_potential
+        from registry.science.potentials import check_potential, load_potential
 
         potential = load_potential(self.potential, self.device)
         report = check_potential(potential)  # ModelCheckError: the whole stage stops, nothing written

@@ -1,9 +1,10 @@
 """predict: relaxed -> predicted. Formation energy from the potential's energy, band gap from a matgl model.
 
 The formation energy uses the same MP elemental references Matbench Discovery uses, so CHGNet's MP2020-compatible
-energies give formation energies comparable with Materials Project's. The band-gap model is the registry's own
-(trained by `registry train bandgap`) unless the user names another folder; it loads lazily, once per process,
-and must pass its own check (insulators above metals).
+energies give formation energies comparable with Materials Project's. The band gap comes from the registry's
+composition model (`registry.science.bandgap`, trained by `registry train bandgap` on MP's PBE gaps) unless the
+user names another folder; it loads lazily, once per process, and must pass its own check (textbook insulators,
+TiO2 and metals where they belong). Each value records its model, training data and held-out error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from maggma.core import Store
 from pymatgen.core import Composition, Structure
 
 from builders.stage import StageBuilder
-from registry.references import REFERENCE_NAME, formation_energy_per_atom
+from registry.science.references import REFERENCE_NAME, formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
 from schemas.stage import Provenance, State
@@ -41,10 +42,10 @@ class PredictBuilder(StageBuilder):
 
     def process_groups(self, groups: list[dict]) -> list[dict]:
         """One band-gap model call for the whole batch; a document that cannot be predicted fails alone."""
-        from registry.bandgap import BandGapModel
+        from registry.science.bandgap import CompositionBandGapModel
 
         items = [g["docs"][0] for g in groups]
-        gap_model = BandGapModel.load(self.bandgap_model)
+        gap_model = CompositionBandGapModel.load(self.bandgap_model)
         gaps = gap_model.predict_with_reasons([Structure.from_dict(d["structure"]) for d in items])
         provenance = Provenance(builder="predict", model=gap_model.name, model_version=gap_model.version,
                                 parameters={"bandgap_model": str(self.bandgap_model or "shipped"),
@@ -69,7 +70,9 @@ class PredictBuilder(StageBuilder):
                 value=e_form, model=potential["name"], version=potential["version"],
                 method=f"relaxed energy minus composition-weighted {REFERENCE_NAME}"),
             "band_gap": Prediction(value=gap, model=gap_model.name, version=gap_model.version,
-                                   method="matgl graph network on the relaxed structure (PBE gap)", error=gap_error),
+                                   method="composition model (attention over elements) trained on MP PBE gaps",
+                                   training_data=gap_model.training_data, heldout_mae=gap_model.heldout_mae,
+                                   error=gap_error),
         }
         return to_mongo(PredictedDoc(
             registry_id=item["registry_id"], provenance=provenance,

@@ -12,8 +12,8 @@ from typing import Any
 from maggma.core import Store
 
 from builders.stage import StageBuilder
-from registry.rank import get_preset, judge
-from registry.stores import among
+from registry.db.stores import among
+from registry.science.criteria import get_preset, judge
 from schemas.base import to_mongo
 from schemas.candidate import CandidateDoc
 from schemas.stage import Provenance, State

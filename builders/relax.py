@@ -1,7 +1,7 @@
 """relax: validated -> relaxed, with a universal potential that passed the model check.
 
 Items are batches of validated structures, so a worker advances a whole batch in lockstep (one batched forward
-pass per FIRE step, see `registry.relaxation`). The model loads lazily, once per process, never in `__init__`:
+pass per FIRE step, see `registry.science.relaxation`). The model loads lazily, once per process, never in `__init__`:
 maggma pickles builders to its workers.
 """
 
@@ -13,7 +13,7 @@ from maggma.core import Store
 from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
-from registry.relaxation import RelaxResult, RelaxSettings, relax_batch
+from registry.science.relaxation import RelaxResult, RelaxSettings, relax_batch
 from schemas.base import to_mongo
 from schemas.relaxed import PotentialInfo, RelaxedDoc
 from schemas.stage import Provenance, State
@@ -52,7 +52,7 @@ class RelaxBuilder(StageBuilder):
         return RelaxSettings(fmax=self.fmax, steps=self.steps)
 
     def _potential(self):
-        from registry.potentials import check_potential, load_potential
+        from registry.science.potentials import check_potential, load_potential
 
         potential = load_potential(self.potential, self.device)
         report = check_potential(potential)  # raises ModelCheckError: the whole stage stops, nothing written

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from maggma.core import Store
 from pymatgen.core import Composition, Structure
 
 from builders.stage import StageBuilder
-from registry.channels import DEFAULT_IONS, analyze_channels
-from registry.known import KnownCompounds
-from registry.references import formation_energy_per_atom
+from registry.db.known import KnownCompounds
+from registry.science.channels import DEFAULT_IONS, analyze_channels
+from registry.science.references import formation_energy_per_atom
 from schemas.base import to_mongo
 from schemas.relaxed import PotentialInfo
 from schemas.screened import ScreenedDoc
@@ -49,7 +50,7 @@ class ScreenBuilder(StageBuilder):
                  potential: str = "chgnet", device: str = "cpu", ions: Sequence[str] = DEFAULT_IONS,
                  batch_size: int = 32, **kwargs: Any):
         """`validated` must use `structure_updated` as its last_updated field (as for relax); `references`,
-        `reference_sets` and `structures` supply the known compounds of the reference hull (`registry.known`)."""
+        `reference_sets` and `structures` supply the known compounds of the reference hull (`registry.db.known`)."""
         self.validated = validated
         self.screened = screened
         self.references, self.reference_sets, self.structures = references, reference_sets, structures
@@ -69,7 +70,7 @@ class ScreenBuilder(StageBuilder):
 
     def process_groups(self, groups: list[dict]) -> list[dict]:
         """One batched static energy for the whole batch; a structure that breaks it is evaluated alone."""
-        from registry.potentials import check_potential, load_potential
+        from registry.science.potentials import check_potential, load_potential
 
         items = [g["docs"][0] for g in groups]
         potential = load_potential(self.potential, self.device)

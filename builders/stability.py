@@ -13,8 +13,8 @@ from typing import Any
 from maggma.core import Store
 
 from builders.stage import StageBuilder
-from registry.hull import ReferenceHull, reference_entry
-from registry.known import KnownCompounds
+from registry.db.known import KnownCompounds
+from registry.science.hull import ReferenceHull, reference_entry
 from schemas.base import to_mongo
 from schemas.stability import FAR_BELOW_HULL, StabilityDoc
 from schemas.stage import Provenance, State
@@ -28,7 +28,7 @@ class StabilityBuilder(StageBuilder):
 
     def __init__(self, predicted: Store, references: Store, reference_sets: Store, structures: Store,
                  stability: Store, query: dict | None = None, **kwargs: Any):
-        """`references`, `reference_sets` and `structures` supply the known compounds (`registry.known`)."""
+        """`references`, `reference_sets` and `structures` supply the known compounds (`registry.db.known`)."""
         self.predicted = predicted
         self.references = references
         self.reference_sets = reference_sets

@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
+from registry.db.stores import among, naive_utc
 from registry.errors import RegistryError
-from registry.stores import among, naive_utc
 from schemas.base import to_mongo
 from schemas.stage import Provenance, StageDoc, State
 

@@ -9,7 +9,7 @@ from maggma.core import Store
 from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
-from registry.channels import DEFAULT_IONS, analyze_channels
+from registry.science.channels import DEFAULT_IONS, analyze_channels
 from schemas.base import to_mongo
 from schemas.stage import Provenance, State
 from schemas.tunnels import TunnelsDoc

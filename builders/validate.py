@@ -14,8 +14,8 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Structure
 
 from builders.stage import StageBuilder
-from registry.known import KnownCompounds
-from registry.validity import composition_validity, structure_problem
+from registry.db.known import KnownCompounds
+from registry.science.validity import composition_validity, structure_problem
 from schemas.base import to_mongo
 from schemas.stage import Provenance
 from schemas.validated import Member, ValidatedDoc, ValidityChecks

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
+from builders.chain import STAGES, TARGETS, BuildOptions, build
+from builders.run import StageReport
 from cli.main import Context, pass_context
 from cli.query import parse_filter, print_table
 from cli.references import echo_load
-from registry.build import StageReport
-from registry.pipeline import STAGES, TARGETS, BuildOptions, build
-from registry.rank import PRESETS, WORKING_IONS
+from registry.science.criteria import PRESETS, WORKING_IONS
 
 TOP_FIELDS = ["formula_pretty", "origin_kind", "passed", "score", "values.formation_energy_per_atom",
               "values.e_above_hull", "values.band_gap", "values.free_sphere", "registry_id"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from cli.main import Context, pass_context
-from registry.config import redact
-from registry.server import USERS, EmbeddedServer, ServerState
+from registry.db.config import redact
+from registry.db.server import USERS, EmbeddedServer, ServerState
 
 
 @click.group("db")

@@ -9,9 +9,9 @@ import click
 
 from cli.main import Context, pass_context
 from cli.query import parse_filter, print_table
-from registry.dft import EXPORT_COLLECTIONS, MANIFEST
 from registry.errors import RegistryError
-from registry.rank import PRESETS, WORKING_IONS
+from registry.io.dft import EXPORT_COLLECTIONS, MANIFEST
+from registry.science.criteria import PRESETS, WORKING_IONS
 
 COMPARISON_FIELDS = ["formula_pretty", "dft_validated", "dft.formation_energy_per_atom", "ml.formation_energy_per_atom",
                      "dft.e_above_hull", "ml.e_above_hull", "rmsd", "registry_id"]
@@ -37,7 +37,7 @@ def export(ctx: Context, out: Path, set_name: str | None, query: str | None, col
 
     No POTCAR is written: the manifest lists the POTCAR symbols and functional for each structure.
     """
-    from registry.dft import export_inputs, select_for_export
+    from registry.io.dft import export_inputs, select_for_export
 
     if set_name and query:
         raise click.UsageError("give --set or --query, not both")
@@ -61,7 +61,7 @@ def export(ctx: Context, out: Path, set_name: str | None, query: str | None, col
 def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
     """Read finished calculations (vasprun.xml, JSON entries or task documents; folders are searched) and
     link each to its registry structure. Re-ingesting the same files changes nothing."""
-    from registry.dft import ingest_results
+    from registry.io.dft import ingest_results
 
     reg = ctx.registry
     report = ingest_results(reg, paths)
@@ -84,13 +84,12 @@ def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
 @pass_context
 def compare(ctx: Context, preset: str, force: bool, top: int) -> None:
     """Correct the DFT energies (MP2020), place them on the reference hull, compare with the ML values."""
-    from builders.dft import make_dft_builder
-    from registry.build import run_builder
-    from registry.pipeline import BuildOptions
+    from builders.chain import BuildOptions, make_builder
+    from builders.run import run_builder
 
     reg = ctx.registry
     reg.ensure_indexes(["dft", "dft_comparison"])
-    report = run_builder(make_dft_builder(reg, BuildOptions(preset=preset, force=force)), "dft", progress=False)
+    report = run_builder(make_builder(reg, "dft", BuildOptions(preset=preset, force=force)), "dft", progress=False)
     click.echo(f"dft        processed {report.processed:>6}  failed {report.failed:>5}  up to date "
                f"{report.skipped:>6}  -> {reg.database}.dft_comparison")
     for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1])[:5]:
@@ -114,7 +113,7 @@ def _number(value: float | None) -> str:
 def parity(ctx: Context, preset: str | None, ion: str | None, threshold: float | None) -> None:
     """MAE / RMSE / R² of ML against DFT, and the stability classification (TP/FP/TN/FN, precision, recall,
     F1, accuracy), over successful comparisons."""
-    from registry.parity import QUANTITIES, parity_report
+    from registry.output.parity import QUANTITIES, parity_report
 
     report = parity_report(ctx.registry, preset=preset, ion=ion, threshold=threshold)
     click.echo(f"{report.n_comparisons} comparison(s), {report.n_validated} DFT-validated")

@@ -22,12 +22,12 @@ from cli.main import Context, pass_context
 from cli.query import parse_filter
 from generators.base import Generator
 from generators.cdvae import FILTERS, CDVAESamples, ElementFilter
+from generators.run import run_generator
 from generators.substitution import WORKING_IONS, SubstitutionGenerator
 from registry.errors import RegistryError
-from registry.generation import run_generator
-from registry.ingest import IngestReport
-from registry.metrics import GenerationTally
-from registry.readers import read_path
+from registry.io.ingest import IngestReport
+from registry.io.readers import read_path
+from registry.science.metrics import GenerationTally
 from schemas.generation import GenerationRunDoc
 
 # Known (mined) oxides with a transition metal; generated structures are never frameworks, so a rerun finds the same.

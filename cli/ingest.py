@@ -11,9 +11,9 @@ from tqdm import tqdm
 
 from cli.main import Context, pass_context
 from registry.errors import RegistryError
-from registry.ingest import Ingestor, IngestReport
-from registry.readers import iter_input_files, read_mp_api, read_path
-from registry.records import Record
+from registry.io.ingest import Ingestor, IngestReport
+from registry.io.readers import iter_input_files, read_mp_api, read_path
+from registry.io.records import Record
 from schemas.structure import OriginKind
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from pymongo.errors import PyMongoError
 
-from registry.config import Settings, redact
+from registry.db.config import Settings, redact
 from registry.errors import RegistryError
 
 EXIT_ERROR = 2
@@ -72,7 +72,7 @@ class Context:
     @property
     def registry(self):
         if self._registry is None:
-            from registry.client import Registry
+            from registry.db.client import Registry
 
             self._registry = Registry(settings=self.settings)
             self._registry.ping()

@@ -11,8 +11,8 @@ import click
 from bson import json_util
 
 from cli.main import Context, pass_context
+from registry.db.stores import COLLECTIONS
 from registry.errors import RegistryError
-from registry.stores import COLLECTIONS
 
 DEFAULT_FIELDS = {
     "structures": ["registry_id", "formula_pretty", "nsites", "origin.kind", "origin.source", "origin.source_id"],

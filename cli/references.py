@@ -40,8 +40,8 @@ def echo_load(report) -> None:
 def load(ctx: Context, elements: str | None, table: Path | None, name: str | None, energy_scheme: str | None,
          mp_api: bool) -> None:
     """Load a reference set into the database (default: the shipped MP table). Loading again changes nothing."""
-    from registry.known import load_reference_set
-    from registry.references import MP_API_SET, SHIPPED_SET, files_sha256, read_mp_thermo, read_table, shipped_set
+    from registry.db.known import load_reference_set
+    from registry.science.references import MP_API_SET, SHIPPED_SET, files_sha256, read_mp_thermo, read_table, shipped_set
 
     only = sorted({e.strip() for e in elements.split(",") if e.strip()}) if elements else None
     if mp_api:

@@ -8,7 +8,7 @@ import click
 
 from cli.main import Context, pass_context
 from registry.errors import RegistryError
-from registry.rank import PRESETS, WORKING_IONS
+from registry.science.criteria import PRESETS, WORKING_IONS
 
 
 @click.command("report")
@@ -20,10 +20,10 @@ from registry.rank import PRESETS, WORKING_IONS
 @pass_context
 def report(ctx: Context, out: Path, set_name: str | None, preset: str | None, ion: str | None, top: int) -> None:
     """Write the funnel, plots and ranked table to OUT (HTML, no network needed to view it)."""
-    from registry.report import write_report
+    from registry.output.report import write_report
 
     if set_name is not None and (preset or ion):
-        from registry.sets import get_set
+        from registry.output.sets import get_set
 
         s = get_set(ctx.registry, set_name)
         if (preset or s.preset, ion or s.ion) != (s.preset, s.ion):

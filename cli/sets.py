@@ -9,7 +9,7 @@ import click
 
 from cli.main import Context, pass_context
 from cli.query import parse_filter, print_table
-from registry.rank import PRESETS, WORKING_IONS
+from registry.science.criteria import PRESETS, WORKING_IONS
 
 MEMBER_FIELDS = ["registry_id", "formula", "passed", "score", "e_above_hull", "band_gap", "free_sphere", "admits",
                  "note"]
@@ -22,7 +22,7 @@ def sets() -> None:
 
 
 def _show_members(rows: list, title: str) -> None:
-    from registry.sets import member_json
+    from registry.output.sets import member_json
 
     click.echo(title)
     if rows:
@@ -42,7 +42,7 @@ def _show_members(rows: list, title: str) -> None:
 def create(ctx: Context, name: str, query: str, preset: str, ion: str, top: int | None, description: str,
            author: str | None) -> None:
     """Make set NAME from the candidates matching --query, best first."""
-    from registry.sets import create_set, members
+    from registry.output.sets import create_set, members
 
     s = create_set(ctx.registry, name, parse_filter(query), preset=preset, ion=ion, top=top, description=description,
                    author=author)
@@ -58,7 +58,7 @@ def create(ctx: Context, name: str, query: str, preset: str, ion: str, top: int 
 @pass_context
 def add(ctx: Context, name: str, ids: tuple[str, ...], note: str | None, author: str | None) -> None:
     """Add registry IDS to set NAME (a new version)."""
-    from registry.sets import add_members, members
+    from registry.output.sets import add_members, members
 
     s = add_members(ctx.registry, name, ids, note=note, author=author)
     click.echo(f"set {name} is now version {s.version} with {len(members(s))} member(s)")
@@ -71,7 +71,7 @@ def add(ctx: Context, name: str, ids: tuple[str, ...], note: str | None, author:
 @pass_context
 def remove(ctx: Context, name: str, ids: tuple[str, ...], author: str | None) -> None:
     """Remove registry IDS from set NAME (a new version)."""
-    from registry.sets import members, remove_members
+    from registry.output.sets import members, remove_members
 
     s = remove_members(ctx.registry, name, ids, author=author)
     click.echo(f"set {name} is now version {s.version} with {len(members(s))} member(s)")
@@ -81,7 +81,7 @@ def remove(ctx: Context, name: str, ids: tuple[str, ...], author: str | None) ->
 @pass_context
 def list_command(ctx: Context) -> None:
     """Every set, most recently changed first."""
-    from registry.sets import list_sets
+    from registry.output.sets import list_sets
 
     rows = [{"name": s.name, "version": s.version, "members": len(s.at().members), "preset": s.preset, "ion": s.ion,
              "author": s.author, "updated": s.updated_at.strftime("%Y-%m-%d %H:%M"), "description": s.description}
@@ -99,7 +99,7 @@ def list_command(ctx: Context) -> None:
 @pass_context
 def show(ctx: Context, name: str, version: int | None, fmt: str) -> None:
     """The members of set NAME, with the values they had when added."""
-    from registry.sets import get_set, member_json, members
+    from registry.output.sets import get_set, member_json, members
 
     s = get_set(ctx.registry, name)
     chosen = members(s, version)
@@ -123,7 +123,7 @@ def show(ctx: Context, name: str, version: int | None, fmt: str) -> None:
 @pass_context
 def diff(ctx: Context, name: str, old: int, new: int) -> None:
     """What changed in set NAME from version OLD to NEW."""
-    from registry.sets import diff_versions
+    from registry.output.sets import diff_versions
 
     d = diff_versions(ctx.registry, name, old, new)
     for sign, rows in (("+", d.added), ("-", d.removed)):
@@ -145,7 +145,7 @@ def diff(ctx: Context, name: str, old: int, new: int) -> None:
 @pass_context
 def export(ctx: Context, name: str, out: Path, version: int | None, fmt: str) -> None:
     """Write set NAME with every stage document of its members to OUT."""
-    from registry.bundle import export_set
+    from registry.output.bundle import export_set
 
     r = export_set(ctx.registry, name, out, version=version, fmt=fmt)
     click.echo(f"wrote {r.path}: set {r.set_name} version {r.version}, {r.members} member(s), {r.files} file(s), "
@@ -159,7 +159,7 @@ def export(ctx: Context, name: str, out: Path, version: int | None, fmt: str) ->
 @pass_context
 def import_command(ctx: Context, path: Path, set_name: str | None, replace: bool) -> None:
     """Check bundle PATH completely, then add its set and documents to the registry."""
-    from registry.bundle import import_bundle
+    from registry.output.bundle import import_bundle
 
     r = import_bundle(ctx.registry, path, set_name=set_name, replace=replace)
     click.echo(f"set {r.set_name}: {r.set_status}; documents written {r.n_written}, "

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from registry.records import Record
+from registry.io.records import Record
 
 
 class Generator(ABC):

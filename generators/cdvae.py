@@ -31,9 +31,9 @@ import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from generators.base import Generator
-from registry.readers import MAX_FILE_BYTES
-from registry.records import Record
-from registry.validity import MAX_SITES
+from registry.io.readers import MAX_FILE_BYTES
+from registry.io.records import Record
+from registry.science.validity import MAX_SITES
 from schemas.structure import Origin, OriginKind
 
 ARRAY_KEYS = ("frac_coords", "atom_types", "lengths", "angles", "num_atoms")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 from pymatgen.core import Composition, Element, Lattice, Structure
 
-from registry.validity import MAX_SITES, structure_problem
+from registry.science.validity import MAX_SITES, structure_problem
 
 MASK = "[MASK]"
 GENERATION_HEADER = "Below is a description of a bulk material. "

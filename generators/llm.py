@@ -41,7 +41,7 @@ from generators.crystal_text import (
     structure_to_text,
     text_to_structure,
 )
-from registry.records import Record
+from registry.io.records import Record
 from schemas.structure import Origin, OriginKind
 
 CARD_FILE = "model_card.json"

@@ -35,8 +35,8 @@ from pymatgen.core import __version__ as PYMATGEN_VERSION
 from pymatgen.transformations.standard_transformations import SubstitutionTransformation
 
 from generators.base import Generator
-from registry.records import Record
-from registry.validity import structure_problem
+from registry.io.records import Record
+from registry.science.validity import structure_problem
 from schemas.structure import Origin, OriginKind
 
 WORKING_IONS = ("Mg", "Zn", "Ca", "Al")

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Registry", "__version__"]
+__all__ = ["DATA", "Registry", "__version__"]
+DATA = Path(__file__).parent / "data"  # what the registry ships: references, models, frameworks, the sample
 
 if TYPE_CHECKING:
-    from registry.client import Registry
+    from registry.db.client import Registry
 
 
 def __getattr__(name: str) -> Any:
     """`from registry import Registry` without importing the science stack for every submodule import."""
     if name == "Registry":
-        from registry.client import Registry
+        from registry.db.client import Registry
 
         return Registry
     raise AttributeError(name)

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from registry.rank import Verdict
 from schemas.stage import StageDoc
+
+
+class Verdict(BaseModel):
+    name: str
+    field: str
+    value: Any
+    op: str
+    threshold: Any
+    hard: bool
+    weight: float
+    passed: bool
+    score: float
+    note: str | None = None
+
+
 
 
 class CandidateDoc(StageDoc):

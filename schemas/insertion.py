@@ -2,11 +2,101 @@
 
 from __future__ import annotations
 
-from pydantic import Field, computed_field
+from typing import Literal
 
-from registry.insertion import IonInsertion
+from emmet.core.electrode import InsertionElectrodeDoc
+from pydantic import BaseModel, Field, computed_field
+
 from schemas.relaxed import PotentialInfo
 from schemas.stage import StageDoc
+from schemas.tunnels import MAX_BARRIER, RESOLUTION
+
+
+class InsertionSettings(BaseModel):
+    """The caps that bound the cost, and the geometry rules; stored with every result so it can be redone."""
+
+    max_sites: int = Field(4, description="symmetry-distinct BVSE sites tried")
+    max_levels: int = Field(2, description="ion contents between the empty host and the maximum")
+    max_configurations: int = Field(2, description="orderings relaxed per ion content")
+    min_separation: float = Field(2.6, description="Å between two inserted ions (Al-Al in corundum is 2.65)")
+    max_atoms: int = Field(64, description="largest host supercell")
+    max_energy: float = Field(MAX_BARRIER, description="eV above the BVSE minimum: the open-channel region")
+    resolution: float = Field(RESOLUTION, description="BVSE grid spacing (Å); coarsened for large cells")
+    fmax: float = 0.1
+    steps: int = 200
+
+
+class InsertionSite(BaseModel):
+    """One symmetry orbit of BVSE minima in the framework's unit cell."""
+
+    frac_coords: tuple[float, float, float] = Field(description="representative, fractional, framework unit cell")
+    bvse_energy: float = Field(description="eV above the lowest BVSE point of the cell")
+    multiplicity: int = Field(description="positions of this orbit in the unit cell")
+    min_distance: float = Field(description="Å to the nearest framework atom")
+    nearest: str = Field(description="that atom's species")
+
+
+class ReducibleMetal(BaseModel):
+    element: str
+    sites: int = Field(description="in the framework's unit cell")
+    oxidation_state: float = Field(description="mean over those sites")
+    floor: int = Field(description="lowest oxidation state counted (see reduction_floor)")
+    electrons: float = Field(description="per unit cell, all sites down to the floor")
+
+
+class Relaxation(BaseModel):
+    """One relaxed state: the empty host (n_ions 0) or one configuration."""
+
+    n_ions: int = Field(description="ions in the simulation cell")
+    sites: list[int] = Field(default_factory=list, description="orbit index of each ion (into `sites`)")
+    status: str
+    reason: str | None = None
+    energy_per_atom: float | None = None
+    steps: int
+    volume_change: float | None = None
+    kept: bool = Field(False, description="lowest energy of its ion count: an entry of the electrode")
+
+
+class MetalReference(BaseModel):
+    """The working-ion metal relaxed with the same potential: the anode of every voltage."""
+
+    prototype: str
+    energy_per_atom: float
+    status: str
+    steps: int
+    volume_per_atom: float
+
+
+class IonInsertion(BaseModel):
+    """One framework and one working ion: what was tried, what was skipped, what came out."""
+
+    ion: str = Field(description="species, e.g. 'Mg2+'")
+    state: Literal["successful", "failed"] = "successful"
+    error: str | None = None
+    model: str = Field(description="the potential, name [version]")
+    settings: InsertionSettings
+    oxidation_state_source: str | None = None
+    reducible: list[ReducibleMetal] = Field(default_factory=list)
+    electrons_per_cell: float | None = Field(None, description="that the transition metals can take, unit cell")
+    supercell: tuple[int, int, int] | None = Field(None, description="diagonal repeat of the unit cell used")
+    max_ions: int | None = Field(None, description="per supercell: min(electron limit, site limit)")
+    electron_limit: int | None = None
+    site_limit: int | None = None
+    levels: list[int] = Field(default_factory=list, description="ion counts per supercell that were relaxed")
+    levels_skipped: int = Field(0, description="ion counts below max_ions not tried (max_levels)")
+    sites_found: int = 0
+    sites: list[InsertionSite] = Field(default_factory=list, description="the orbits tried, lowest BVSE first")
+    sites_skipped: int = Field(0, description="orbits found beyond max_sites")
+    configurations_skipped: int = Field(0, description="distinct orderings beyond max_configurations")
+    relaxations: list[Relaxation] = Field(default_factory=list, description="host first")
+    working_ion_reference: MetalReference | None = None
+    stability_reference: str | None = None
+    n_references: int | None = Field(None, description="known compounds in the hull's chemical system")
+    stability_error: str | None = None
+    electrode: InsertionElectrodeDoc | None = None
+    wall_s: float = 0.0
+
+
 
 
 class InsertionDoc(StageDoc):

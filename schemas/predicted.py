@@ -12,6 +12,8 @@ class Prediction(BaseModel):
     model: str
     version: str
     method: str = Field(description="How the value was obtained, in words")
+    training_data: str | None = Field(None, description="What the model was trained (or referenced) on")
+    heldout_mae: float | None = Field(None, description="The model's MAE on data it never saw, where known (its card)")
     error: str | None = Field(None, description="Why there is no value")
 
 

@@ -18,11 +18,11 @@ class ReferenceEntryDoc(BaseModel):
     nelements: int
     formation_energy_per_atom: float | None = Field(
         None, description="eV/atom: the lowest entry's formation energy on the registry's MP2020-compatible scale "
-                          "(as given + correction_shift; registry.references.read_table); None if only band gaps")
+                          "(as given + correction_shift; registry.science.references.read_table); None if only band gaps")
     formation_energy_per_atom_as_given: float | None = Field(
         None, description="eV/atom: the lowest entry's formation energy as the set gives it")
     correction_shift: float = Field(0.0, description="eV/atom added to the value as given "
-                                                     "(registry.references.mp2020_shift)")
+                                                     "(registry.science.references.mp2020_shift)")
     formation_energies_as_given: list[float] = Field(
         default_factory=list, description="eV/atom, every entry (polymorph) of this composition, sorted, as given")
     band_gaps: list[float] = Field(default_factory=list, description="eV, PBE band gaps of its entries, sorted")

@@ -27,7 +27,7 @@ from mongoengine import (
 )
 
 SET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-ALIAS = "registry"  # the default; `registry.sets` binds the class to one registry's database per call
+ALIAS = "registry"  # the default; `registry.output.sets` binds the class to one registry's database per call
 
 # Member fields copied from a candidate document: attribute -> dotted path in the candidate.
 MEMBER_VALUES = {

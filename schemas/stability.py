@@ -15,7 +15,7 @@ class StabilityDoc(StageDoc):
     formation_energy_per_atom: float = Field(description="eV/atom, from the predict stage")
     e_above_hull: float = Field(description="eV/atom above the hull of known compounds (reference sets + mined "
                                             "structures with reference energies); negative: below it "
-                                            "(builders/stability.py, registry.hull.ReferenceHull.evaluate)")
+                                            "(builders/stability.py, registry.science.hull.ReferenceHull.evaluate)")
     e_above_hull_all: float = Field(description="eV/atom above the hull of known compounds plus every predicted "
                                                 "structure of the same chemical system")
     decomposition: dict[str, float] = Field(description="Decomposition products on the reference hull: id -> fraction")

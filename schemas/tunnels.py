@@ -2,10 +2,97 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
 
-from registry.channels import ChannelReport
+from pydantic import BaseModel, Field
+
 from schemas.stage import StageDoc
+
+# BVSE percolation energy (eV) up to which a path counts as open. BVSE is a rigid-framework model whose
+# percolation energies run above DFT (NEB) barriers; Rong et al. (Chem. Mater. 2015) put the practical limit for
+# multivalent cathodes at ~0.65-0.85 eV (NEB, nanosized particles). 1.5 eV keeps every path on the references
+# that is a real 1-D tunnel for Mg2+/Zn2+/Al3+ (0.4-1.1 eV in rutile-type 1x1 and hollandite-type 2x2) and drops
+# what is blocked (anatase: no percolation below 5 eV for Mg2+/Zn2+, ~2 eV for Ca2+ along one axis).
+MAX_BARRIER = 1.5
+# BVlain's own command-line default; 0.2 changes the references' Mg2+ barriers by < 0.1 eV at twice the cost.
+RESOLUTION = 0.25
+# Barriers above this are reported as None (no percolation); also BVlain's bisection range.
+ENCUT = 10.0
+# Framework neighbours summed per grid point. BVlain's default is 100; 50 (about 5 Å in an oxide, where the
+# screened Coulomb term is ~1e-3 of its contact value) moves the references' barriers by <= 0.03 eV at ~0.7x the
+# time and half the memory.
+NEIGHBOURS = 50
+
+
+class SpeciesRadius(BaseModel):
+    """One species of the structure and the hard-sphere radius Zeo++ was given for it."""
+
+    species: str = Field(description="with its oxidation state, e.g. 'Mn4+' (a list, not a dict: '.' may occur)")
+    sites: int
+    radius: float | None = Field(None, description="Å; None when no Shannon radius applies")
+    source: str | None = None
+
+
+class FreeSpheres(BaseModel):
+    """Zeo++ sphere diameters (Å) of one framework."""
+
+    di: float = Field(description="largest included sphere")
+    df: float = Field(description="largest free sphere: the widest sphere that can cross the cell")
+    dif: float = Field(description="largest included sphere along the free-sphere path")
+
+
+class ChannelAxis(BaseModel):
+    """A lattice direction of the input cell along which a 1-D channel runs."""
+
+    uvw: tuple[int, int, int] = Field(description="shortest lattice translation along the channel, input cell")
+    label: Literal["a", "b", "c"] | None = Field(description="the lattice vector, when uvw is one of them")
+    cartesian: tuple[float, float, float] = Field(description="unit vector, Cartesian frame of the input")
+    repeat: float = Field(description="length of uvw (Å): the channel's repeat distance")
+
+
+class IonChannel(BaseModel):
+    """How one working ion moves through the framework left when its own element is taken out."""
+
+    ion: str
+    in_structure: bool = Field(description="the element was in the structure; the framework is without it")
+    radius: float | None = Field(None, description="Shannon ionic radius (Å), smallest tabulated coordination")
+    radius_coordination: str | None = None
+    free_sphere: float | None = Field(None, description="Zeo++ Df (Å) of this ion's framework")
+    fits: bool | None = Field(None, description="free_sphere >= 2 * radius")
+    e_1d: float | None = Field(None, description="BVSE percolation energy (eV) in 1-D; None above encut")
+    e_2d: float | None = None
+    e_3d: float | None = None
+    dimensionality: int | None = Field(None, description="highest dimension percolating at <= max_barrier")
+    path_vector: tuple[int, int, int] | None = Field(None, description="uvw of the 1-D path, when dimensionality 1")
+    admits: bool | None = Field(None, description="fits and dimensionality >= 1; None when undecided")
+    error: str | None = None
+
+
+class ChannelSettings(BaseModel):
+    """The thresholds a report was computed with, so reports made with other settings are not mixed up."""
+
+    max_barrier: float
+    resolution: float = Field(description="BVSE grid spacing actually used (Å)")
+    encut: float
+    neighbours: int = NEIGHBOURS
+    framework_coordination: str = "VI"
+
+
+class ChannelReport(BaseModel):
+    """Channel geometry of one structure for each working ion; dumps to JSON for MongoDB."""
+
+    formula: str
+    oxidation_state_source: Literal["input", "bv_analyzer", "composition_guess"] | None = None
+    species: list[SpeciesRadius] = Field(default_factory=list)
+    zeopp: FreeSpheres | None = Field(None, description="of the structure as given")
+    zeopp_error: str | None = None
+    ions: dict[str, IonChannel] = Field(default_factory=dict, description="keyed by element symbol")
+    has_1d_channel: bool | None = Field(None, description="some working ion percolates in 1-D only")
+    channel_axis: ChannelAxis | None = None
+    settings: ChannelSettings
+    error: str | None = Field(None, description="why nothing could be analysed")
+
+
 
 
 class TunnelsDoc(StageDoc):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import Registry
-from registry.server import EmbeddedServer, ServerState
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer, ServerState
 from tests.known import load_references
 from tests.paths import SHIPPED, shared_root
 from tests.seeded import seeded, seeded_registry  # noqa: F401  (fixtures shared by sets, bundle, report tests)

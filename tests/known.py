@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from registry.client import Registry
-from registry.known import load_reference_set
-from registry.references import read_table, shipped_set
+from registry.db.client import Registry
+from registry.db.known import load_reference_set
+from registry.science.references import read_table, shipped_set
 
 
 def load_references(reg: Registry, elements: tuple[str, ...] = ("Mg", "Mn", "O")) -> None:

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from registry.build import run_builder
-from registry.channels import ChannelReport, ChannelSettings, FreeSpheres, IonChannel
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.known import load_reference_set
-from registry.pipeline import BuildOptions, make_builder
-from registry.readers import parse_cif
-from registry.records import Record
-from registry.references import ReferenceComposition, ReferenceSet, TableRead, elemental_energy
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
+from registry.db.client import Registry
+from registry.db.known import load_reference_set
+from registry.io.ingest import Ingestor
+from registry.io.readers import parse_cif
+from registry.io.records import Record
+from registry.science.channels import ChannelReport, ChannelSettings, FreeSpheres, IonChannel
+from registry.science.references import ReferenceComposition, ReferenceSet, TableRead, elemental_energy
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
 from schemas.relaxed import PotentialInfo, RelaxedDoc

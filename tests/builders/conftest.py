@@ -7,10 +7,10 @@ import csv
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions
-from registry.readers import parse_cif
-from registry.records import Record
+from builders.chain import BuildOptions
+from registry.io.ingest import Ingestor
+from registry.io.readers import parse_cif
+from registry.io.records import Record
 from schemas.structure import Origin
 
 MP20_ROWS = ("mp-510408", "mp-1080243")  # MnO2 pyrolusite, MgMnO2: known compounds with MP formation energies

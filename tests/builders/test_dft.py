@@ -9,12 +9,11 @@ import pytest
 from pymatgen.analysis.compatibility import MP2020_COMPAT_CONFIG
 from pymatgen.core import Structure
 
-from builders.dft import make_dft_builder
-from registry.build import run_builder
-from registry.dft import ingest_results
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions
-from registry.records import Record
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
+from registry.io.dft import ingest_results
+from registry.io.ingest import Ingestor
+from registry.io.records import Record
 from schemas.structure import Origin
 from tests.registry.test_dft import (
     KNOWN_MNO2,
@@ -36,7 +35,7 @@ MGO_CORRECTION = OXIDE / 2  # one O in two atoms: -0.3435; Mg has no U
 
 
 def compare(reg, **options):
-    return run_builder(make_dft_builder(reg, BuildOptions(**options)), "dft", progress=False)
+    return run_builder(make_builder(reg, "dft", BuildOptions(**options)), "dft", progress=False)
 
 
 def comparisons(reg) -> dict[str, dict]:
@@ -142,5 +141,5 @@ def test_only_what_changed_is_compared_again(registry, tmp_path):
 
 
 def test_the_validation_threshold_is_the_presets(registry):
-    assert make_dft_builder(registry, BuildOptions(preset="tunnel")).e_hull_threshold == 0.1
-    assert make_dft_builder(registry, BuildOptions(preset="paper")).e_hull_threshold == 0.08
+    assert make_builder(registry, "dft", BuildOptions(preset="tunnel")).e_hull_threshold == 0.1
+    assert make_builder(registry, "dft", BuildOptions(preset="paper")).e_hull_threshold == 0.08

@@ -3,8 +3,8 @@ same by hand checks that the chunks cover the work exactly once, with no network
 
 from monty.json import MontyDecoder
 
-from registry.build import run_builder
-from registry.pipeline import make_builder
+from builders.chain import make_builder
+from builders.run import run_builder
 
 
 def run_as_workers(reg, stage, options, splits=2):

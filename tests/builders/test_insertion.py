@@ -3,10 +3,10 @@ from datetime import UTC, datetime
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
+from builders.chain import BuildOptions, _known, build, make_builder
 from builders.insertion import NOT_ADMITTED, InsertionBuilder
-from registry.build import run_builder
-from registry.insertion import InsertionSettings
-from registry.pipeline import BuildOptions, _known, build, make_builder
+from builders.run import run_builder
+from registry.science.insertion import InsertionSettings
 
 F_MAH = 96485.33212 / 3.6  # Faraday's constant, mAh per mole of electrons
 AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"

@@ -1,5 +1,5 @@
-from registry.ingest import Ingestor
-from registry.pipeline import STAGES, build
+from builders.chain import STAGES, build
+from registry.io.ingest import Ingestor
 from tests.builders.conftest import generated, rocksalt
 
 

@@ -1,9 +1,9 @@
 import pytest
 from pymatgen.core import Composition
 
-from registry.build import run_builder
-from registry.pipeline import make_builder
-from registry.references import elemental_energy
+from builders.chain import make_builder
+from builders.run import run_builder
+from registry.science.references import elemental_energy
 
 
 def run(reg, stage, options):

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
-from registry.build import run_builder
-from registry.pipeline import BuildOptions, make_builder
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
 
 NOW = datetime.now(UTC)
 

@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import pytest
 
-from registry.build import run_builder
-from registry.pipeline import BuildOptions, make_builder
-from registry.potentials import ModelCheckError
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
+from registry.science.potentials import ModelCheckError
 from tests.paths import require
 
 

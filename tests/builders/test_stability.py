@@ -2,9 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from registry.build import run_builder
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions, make_builder
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
+from registry.io.ingest import Ingestor
 from tests.builders.conftest import generated, rocksalt
 
 # mp-510408 MnO2 has MP formation energy -1.776 eV/atom (x_O = 2/3); MgMnO2 mp-1080243 -2.503.

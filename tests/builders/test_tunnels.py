@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from registry.build import run_builder
-from registry.pipeline import BuildOptions, make_builder
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
 
 
 def relaxed(registry_id: str, structure: Structure) -> dict:

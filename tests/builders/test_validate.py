@@ -1,6 +1,6 @@
-from registry.build import run_builder
-from registry.ingest import Ingestor
-from registry.pipeline import BuildOptions, make_builder
+from builders.chain import BuildOptions, make_builder
+from builders.run import run_builder
+from registry.io.ingest import Ingestor
 from tests.builders.conftest import generated, rocksalt
 
 

@@ -7,7 +7,7 @@ import re
 from click.testing import CliRunner
 
 from cli.main import cli
-from registry.client import Registry
+from registry.db.client import Registry
 
 SAMPLES = "gaibm_2410.06433/eval_gen_arrays.npz"
 

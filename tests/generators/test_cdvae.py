@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import CDVAESamples, ElementFilter
-from registry.records import Record
+from registry.io.records import Record
 from tests.paths import require
 
 PAPER = "gaibm_2410.06433"

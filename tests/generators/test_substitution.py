@@ -8,11 +8,11 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Species, Structure
 
+from generators.run import run_generator
 from generators.substitution import SubstitutionGenerator, decorate
-from registry.generation import run_generator
-from registry.readers import read_path
-from registry.records import Record
-from registry.validity import composition_validity, structure_problem
+from registry.io.readers import read_path
+from registry.io.records import Record
+from registry.science.validity import composition_validity, structure_problem
 
 PYROLUSITE = "beta-MnO2_pyrolusite_1x1_mp-510408.cif"
 AKAGANEITE = "beta-FeOOH_akaganeite_hollandite-type_2x2_mp-1237867.cif"

@@ -6,9 +6,9 @@ import tarfile
 
 import pytest
 
-from registry.bundle import SCHEMAS, BundleError, Limits, export_set, import_bundle, read_bundle
-from registry.sets import add_members, create_set, get_set, members
-from registry.stores import COLLECTIONS
+from registry.db.stores import COLLECTIONS
+from registry.output.bundle import BUNDLED, BundleError, Limits, export_set, import_bundle, read_bundle
+from registry.output.sets import add_members, create_set, get_set, members
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def shared(seeded):
 def stage_documents(reg, ids) -> dict[str, list[dict]]:
     """Every stage document of these members, as stored, without what marks where it lives."""
     out = {}
-    for collection in SCHEMAS:
+    for collection in BUNDLED:
         key = COLLECTIONS[collection].key
         out[collection] = [{k: v for k, v in d.items() if k not in ("_id", "imported_from")}
                            for d in reg.find({"registry_id": {"$in": ids}}, collection=collection,
@@ -47,7 +47,7 @@ def test_export_then_import_into_a_fresh_registry_reproduces_every_document(shar
     assert report.members == 5 and report.version == 2
     imported = import_bundle(registry, tmp_path / "out" / "mg.tar.gz")
     assert imported.set_status == "created" and not imported.conflicts
-    assert imported.written == {c: 5 for c in SCHEMAS}
+    assert imported.written == {c: 5 for c in BUNDLED}
 
     assert stage_documents(registry, ids) == stage_documents(source, ids)  # provenance and timestamps too
     [doc] = registry.find({"registry_id": ids[0]}, collection="relaxed")

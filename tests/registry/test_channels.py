@@ -11,7 +11,7 @@ from bvlain import Lain
 from pymatgen.core import Lattice, Species, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from registry.channels import MAX_BARRIER, ChannelReport, _Lain, analyze_channels, working_ion
+from registry.science.channels import MAX_BARRIER, ChannelReport, _Lain, analyze_channels, working_ion
 
 REFERENCES = {
     "pyrolusite": "beta-MnO2_pyrolusite_1x1_mp-510408.cif",

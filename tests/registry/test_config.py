@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from registry.config import Settings, database_name, redact
+from registry.db.config import Settings, database_name, redact
 
 
 def test_explicit_uri_wins_over_environment(monkeypatch):

@@ -18,12 +18,12 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 from pymatgen.io.vasp import Incar, Vasprun
 from pymatgen.io.vasp.sets import MPRelaxSet
 
-from registry.dft import MANIFEST, export_inputs, ingest_results, select_for_export
 from registry.errors import RegistryError
-from registry.ingest import Ingestor
-from registry.records import Record
-from registry.references import elemental_energy
-from registry.sets import create_set
+from registry.io.dft import MANIFEST, export_inputs, ingest_results, select_for_export
+from registry.io.ingest import Ingestor
+from registry.io.records import Record
+from registry.output.sets import create_set
+from registry.science.references import elemental_energy
 from schemas.structure import Origin
 
 KNOWN_MNO2 = -1.80  # reference formation energy of the mined rutile MnO2, eV/atom (chosen)

@@ -1,6 +1,6 @@
 import pytest
 
-from registry.hull import ReferenceHull, reference_entry, reference_query, subsystems
+from registry.science.hull import ReferenceHull, reference_entry, reference_query, subsystems
 
 
 def test_subsystems_cover_every_element_combination():

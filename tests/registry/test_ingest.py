@@ -9,9 +9,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from registry.ingest import Ingestor
-from registry.readers import iter_input_files, read_path
-from registry.records import Record
+from registry.io.ingest import Ingestor
+from registry.io.readers import iter_input_files, read_path
+from registry.io.records import Record
 from schemas.structure import Origin
 
 

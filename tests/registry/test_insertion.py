@@ -4,7 +4,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from registry.insertion import (
+from registry.science.insertion import (
     InsertionError,
     InsertionSettings,
     build_electrode,
@@ -131,7 +131,7 @@ def test_metal_references():
 
 
 def test_a_framework_without_reducible_metal_fails_with_a_reason():
-    from registry.potentials import load_potential
+    from registry.science.potentials import load_potential
 
     # SnO2 in the rutile structure: an open 1x1 channel, but no transition metal to reduce
     sno2 = Structure(Lattice.tetragonal(4.74, 3.19), ["Sn", "Sn", "O", "O", "O", "O"],

@@ -10,10 +10,10 @@ from pymatgen.entries.compatibility import MaterialsProject2020Compatibility, Ma
 from pymatgen.entries.computed_entries import ComputedEntry
 from pymatgen.io.vasp.sets import MPRelaxSet
 
-from registry.build import run_builder
-from registry.known import ensure_references, known_compounds, load_reference_set
-from registry.pipeline import make_builder
-from registry.references import ReferenceComposition, ReferenceSet, TableRead, mp2020_shift, read_table, shipped_set
+from builders.chain import make_builder
+from builders.run import run_builder
+from registry.db.known import ensure_references, known_compounds, load_reference_set
+from registry.science.references import ReferenceComposition, ReferenceSet, TableRead, mp2020_shift, read_table, shipped_set
 
 HAND_MADE = ReferenceSet(name="hand-made", description="two Mn oxides", origin="this test", licence="-",
                          energy_scheme="MP2020 (by hand)")
@@ -137,7 +137,7 @@ def test_no_reference_set_is_an_incomplete_hull(registry):
 
 
 def test_a_formula_is_known_when_a_reference_set_has_it(registry):
-    from registry.ingest import Ingestor
+    from registry.io.ingest import Ingestor
     from tests.builders.conftest import generated, rocksalt
 
     Ingestor(registry).write([generated("mno", rocksalt(4.45, ("Mn", "O"))),

@@ -8,8 +8,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import CDVAESamples
-from registry.metrics import GenerationTally, generation_metrics
-from registry.records import Record
+from registry.io.records import Record
+from registry.science.metrics import GenerationTally, generation_metrics
 from schemas.structure import Origin
 from tests.paths import require
 

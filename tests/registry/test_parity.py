@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from registry.parity import classification, parity_pairs, parity_report, regression, stability_threshold
+from registry.output.parity import classification, parity_pairs, parity_report, regression, stability_threshold
 
 # (ML, DFT, id): errors ML - DFT = +0.1, -0.1, +0.2, 0.0
 PAIRS = [(0.1, 0.0, "a"), (0.1, 0.2, "b"), (-0.1, -0.3, "c"), (0.5, 0.5, "d")]

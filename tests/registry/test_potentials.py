@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from registry.potentials import (
+from registry.science.potentials import (
     MODEL_CHECK_TOLERANCE,
     Evaluation,
     ModelCheckError,
@@ -21,7 +21,7 @@ from registry.potentials import (
     load_potential,
     model_check_references,
 )
-from registry.relaxation import RelaxSettings, relax_batch, relax_many
+from registry.science.relaxation import RelaxSettings, relax, relax_batch
 from tests.paths import SHIPPED, require, shared_root
 
 DATA = shared_root()
@@ -96,7 +96,7 @@ def test_batched_evaluation_matches_the_ase_calculator(chgnet):
 
 
 def test_relaxing_a_rattled_crystal_lowers_its_energy(chgnet):
-    result = chgnet.relax(rattled("mp-550206"), steps=100)
+    result = relax(rattled("mp-550206"), chgnet, RelaxSettings(steps=100))
     assert result.status == "converged" and result.converged
     assert result.final_energy_per_atom < result.initial_energy_per_atom
     assert 0 < result.steps < 100
@@ -108,7 +108,7 @@ def test_relaxing_a_rattled_crystal_lowers_its_energy(chgnet):
 
 
 def test_running_out_of_steps_is_recorded_not_raised(chgnet):
-    result = chgnet.relax(rattled("mp-510408"), steps=2)
+    result = relax(rattled("mp-510408"), chgnet, RelaxSettings(steps=2))
     assert result.status == "unconverged" and not result.converged
     assert result.steps == 2
     assert "after 2 steps" in result.reason
@@ -122,7 +122,7 @@ def test_settings_refuse_an_optimizer_the_lockstep_cannot_drive():
 def test_a_cell_that_blows_up_is_stopped_as_exploded(chgnet):
     squeezed = reference("mp-1008634")
     squeezed.scale_lattice(squeezed.volume * 0.6)
-    result = chgnet.relax(squeezed, settings=RelaxSettings(max_volume_factor=1.2))
+    result = relax(squeezed, chgnet, RelaxSettings(max_volume_factor=1.2))
     assert result.status == "exploded"
     assert "volume changed" in result.reason
     assert result.steps < 500
@@ -145,33 +145,20 @@ class NaNAfter(Potential):
 
 
 def test_nan_energies_stop_the_relaxation_as_exploded(chgnet):
-    result = NaNAfter(chgnet, 3).relax(rattled("mp-550206", seed=1))
+    result = relax(rattled("mp-550206", seed=1), NaNAfter(chgnet, 3))
     assert result.status == "exploded"
     assert result.reason == "energy is nan at step 2"
     assert result.initial_energy_per_atom is not None and result.final_energy_per_atom is None
 
 
-def test_relax_many_keeps_order_and_returns_failures_in_place(chgnet):
+def test_a_batch_keeps_order_and_returns_failures_in_place(chgnet):
     isolated = Structure(Lattice.cubic(20.0), ["Mg"], [[0, 0, 0]])  # no neighbour within CHGNet's cutoff
     overlapping = Structure(Lattice.cubic(3.0), ["Mg", "O"], [[0, 0, 0], [0, 0, 0]])
     inputs = [rattled("mp-550206"), isolated, rattled("mp-1008634"), overlapping, rattled("mp-555891")]
-    results = relax_many(inputs, chgnet, RelaxSettings(steps=3), batch_size=4)
+    results = relax_batch(inputs, chgnet, RelaxSettings(steps=3), batch_size=4)
     assert [r.status for r in results][1::2] == ["failed", "failed"]
     assert "isolated atom" in results[1].reason
     assert "closer than" in results[3].reason
     for structure, result in zip(inputs[::2], results[::2], strict=True):
         assert result.status in ("converged", "unconverged")
         assert result.structure.composition == structure.composition
-
-
-@pytest.mark.slow
-def test_relax_many_over_two_worker_processes_matches_one_process(chgnet):
-    inputs = [rattled(m, seed=2) for m in ("mp-550206", "mp-1008634", "mp-555891")]
-    inputs.insert(1, Structure(Lattice.cubic(20.0), ["Mg"], [[0, 0, 0]]))
-    settings = RelaxSettings(steps=20)
-    here = relax_batch(inputs, chgnet, settings)
-    there = relax_many(inputs, "chgnet", settings, workers=2, batch_size=2)
-    assert [r.status for r in there] == [r.status for r in here]
-    for a, b in zip(here, there, strict=True):
-        if a.final_energy_per_atom is not None:
-            assert b.final_energy_per_atom == pytest.approx(a.final_energy_per_atom, abs=1e-3)

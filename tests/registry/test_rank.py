@@ -1,6 +1,6 @@
 import pytest
 
-from registry.rank import PRESETS, Criterion, evaluate, judge
+from registry.science.criteria import PRESETS, Criterion, evaluate, judge
 
 CANDIDATE = {"elements": ["Mg", "Mn", "O"], "e_above_hull": 0.05, "has_1d_channel": True,
              "admits": {"Mg": True, "Zn": False}, "band_gap": 0.5, "novel": True, "converged": True,

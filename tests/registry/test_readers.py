@@ -4,7 +4,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from registry.errors import RegistryError
-from registry.readers import MAX_FILE_BYTES, read_mp_api, read_path
+from registry.io.readers import MAX_FILE_BYTES, read_mp_api, read_path
 
 
 class StandInMPRester:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.report import build_report, dropout_reasons, funnel_counts, insertion_figure, write_report
-from registry.sets import add_members, create_set
+from registry.output.report import build_report, dropout_reasons, funnel_counts, insertion_figure, write_report
+from registry.output.sets import add_members, create_set
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -3,11 +3,11 @@ import sys
 
 import pymongo
 
-from registry.server import EmbeddedServer
+from registry.db.server import EmbeddedServer
 
 
 def _start(home):
-    code = "import sys; from registry.server import EmbeddedServer; print(EmbeddedServer(sys.argv[1]).ensure_running().port)"
+    code = "import sys; from registry.db.server import EmbeddedServer; print(EmbeddedServer(sys.argv[1]).ensure_running().port)"
     return subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, text=True)
 
 

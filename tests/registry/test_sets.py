@@ -1,9 +1,9 @@
 
 import pytest
 
-from registry.client import Registry
+from registry.db.client import Registry
 from registry.errors import RegistryError
-from registry.sets import add_members, create_set, diff_versions, get_set, list_sets, members, remove_members
+from registry.output.sets import add_members, create_set, diff_versions, get_set, list_sets, members, remove_members
 
 # --- Candidate sets ---
 

@@ -1,6 +1,6 @@
 """Store helpers against the real embedded server."""
 
-from registry.stores import among
+from registry.db.stores import among
 
 
 def test_among_narrows_a_scope_to_some_keys_with_the_key_first(registry):

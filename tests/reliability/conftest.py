@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from registry.records import Record
+from registry.io.records import Record
 from tests.reliability.harness import (
     VALIDATE,
     Daemon,

@@ -25,38 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pymatgen.core import Lattice, Structure
 
-from registry.bundle import FailedDoc
-from registry.client import Registry
-from registry.ingest import Ingestor
-from registry.pipeline import STAGES, TARGETS
-from registry.readers import read_csv
-from registry.records import Record
-from registry.server import _accepts, _daemon_executable, _free_port
-from registry.stores import COLLECTIONS
-from schemas.candidate import CandidateDoc
-from schemas.dft import DftComparisonDoc, DftDoc
-from schemas.funnel import FunnelDoc
-from schemas.generation import GenerationRunDoc
-from schemas.predicted import PredictedDoc
-from schemas.relaxed import RelaxedDoc
-from schemas.screened import ScreenedDoc
-from schemas.stability import StabilityDoc
-from schemas.structure import RejectDoc, StructureDoc
-from schemas.tunnels import TunnelsDoc
-from schemas.validated import ValidatedDoc
+from builders.chain import STAGES, TARGETS
+from registry.db.client import Registry
+from registry.db.server import _accepts, _daemon_executable, _free_port
+from registry.db.stores import COLLECTIONS
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_csv
+from registry.io.records import Record
+from schemas.stage import StageDoc
 from tests.known import load_references
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CSV = ROOT / "registry" / "data" / "sample" / "mp20" / "train.csv"
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "structures": StructureDoc, "rejects": RejectDoc, "generation_runs": GenerationRunDoc,
-    "validated": ValidatedDoc, "screened": ScreenedDoc, "relaxed": RelaxedDoc, "predicted": PredictedDoc,
-    "stability": StabilityDoc, "tunnels": TunnelsDoc, "candidates": CandidateDoc, "dft": DftDoc,
-    "dft_comparison": DftComparisonDoc, "funnel": FunnelDoc,
-}
 VALIDATE = ("validated",)  # the validate stage's collection, as `snapshot` takes them
 VOLATILE = {"_id", "_bt", "wall_s", "built_at", "seconds", "imported_at"}  # where and when, not what
 
@@ -243,9 +226,10 @@ def invalid_documents(reg: Registry, collections: Sequence[str] = ("structures",
     for name in collections:
         for doc in reg.collection(name).find():
             body = {k: v for k, v in doc.items() if k not in ("_id", "_bt")}
-            if name not in SCHEMAS:
-                raise KeyError(f"no schema for the collection {name!r}: add it to harness.SCHEMAS")
-            model = FailedDoc if body.get("state") == "failed" else SCHEMAS[name]
+            schema = COLLECTIONS[name].schema
+            if schema is None:
+                raise KeyError(f"no schema for the collection {name!r}: add it to registry.db.stores.COLLECTIONS")
+            model = StageDoc if body.get("state") == "failed" else schema
             try:
                 model.model_validate(body)
             except ValidationError as exc:

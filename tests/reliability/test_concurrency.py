@@ -15,10 +15,10 @@ from itertools import islice
 
 from click.testing import CliRunner
 
+from builders.chain import build
 from cli.main import cli
-from registry.ingest import Ingestor
-from registry.pipeline import build
-from registry.readers import read_csv
+from registry.io.ingest import Ingestor
+from registry.io.readers import read_csv
 from tests.reliability.harness import (
     ROOT,
     SAMPLE_CSV,

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from pymongo import monitoring
 
 from cli.main import cli
-from registry.client import Registry
-from registry.ingest import Ingestor
+from registry.db.client import Registry
+from registry.io.ingest import Ingestor
 from tests.reliability.harness import (
     VALIDATE,
     assert_consistent,

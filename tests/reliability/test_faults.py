@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from registry.client import Registry
-from registry.server import EmbeddedServer
+from registry.db.client import Registry
+from registry.db.server import EmbeddedServer
 from tests.reliability.harness import (
     ROOT,
     VALIDATE,

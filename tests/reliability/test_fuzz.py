@@ -26,11 +26,11 @@ from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import ARRAY_KEYS, CDVAESamples
 from generators.crystal_text import CrystalTextError, text_to_structure
-from registry.bundle import BundleError, Limits, export_set, import_bundle, read_bundle, safe_name
-from registry.dft import DftResult, NoResults, read_results
-from registry.readers import MAX_FILE_BYTES, parse_cif, read_path
-from registry.records import Record
-from registry.sets import create_set
+from registry.io.dft import DftResult, NoResults, read_results
+from registry.io.readers import MAX_FILE_BYTES, parse_cif, read_path
+from registry.io.records import Record
+from registry.output.bundle import BundleError, Limits, export_set, import_bundle, read_bundle, safe_name
+from registry.output.sets import create_set
 from tests.reliability.harness import ROOT
 
 HANG_S = 20  # a parse of one hostile input that takes longer than this is a hang

@@ -23,14 +23,14 @@ from cryptography.x509.oid import NameOID
 from pymongo.errors import OperationFailure
 
 from cli.main import cli
-from registry.bundle import BundleError, export_set, import_bundle
-from registry.client import Registry
-from registry.config import Settings
-from registry.dft import read_results
+from registry.db.client import Registry
+from registry.db.config import Settings
+from registry.db.server import USERS, EmbeddedServer
 from registry.errors import DatabaseUnavailable
-from registry.readers import read_path
-from registry.server import USERS, EmbeddedServer
-from registry.sets import create_set
+from registry.io.dft import read_results
+from registry.io.readers import read_path
+from registry.output.bundle import BundleError, export_set, import_bundle
+from registry.output.sets import create_set
 from tests.reliability.harness import ROOT, error_lines, start_daemon
 
 SAMPLE_CIFS = ROOT / "registry" / "data" / "sample" / "tunnel_references"
@@ -260,8 +260,8 @@ def unsafe_loading() -> list[str]:
                     found.append(f"{line} with allow_pickle=True")
                 elif _keyword(call, "trust_remote_code") is True:
                     found.append(f"{line} with trust_remote_code=True")
-                elif name.endswith("MontyDecoder") and where != Path("registry/decoding.py"):
-                    found.append(f"{line}: decode untrusted JSON with registry.decoding.decode")
+                elif name.endswith("MontyDecoder") and where != Path("registry/io/decoding.py"):
+                    found.append(f"{line}: decode untrusted JSON with registry.io.decoding.decode")
                 elif name == "matgl.load_model" and not re.search(r"check_modules\(|_module_references\(", text):
                     found.append(f"{line}: matgl imports every @module its files name; check them first")
     return found

@@ -1,0 +1,1 @@
+"""Input and output of structures and calculations: readers, records, ingest, the safe decoder, DFT in and out."""

@@ -1,0 +1,1 @@
+"""Output to people: candidate sets, bundles, the HTML report, ML-vs-DFT parity."""
