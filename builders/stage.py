@@ -24,6 +24,7 @@ unreachable database) stops the stage before anything of that group is written.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -81,6 +82,16 @@ class StageBuilder(Builder):
         self.source_groups: dict[str, tuple[set[str], datetime | None]] = {}
         stores = [source, *self.inputs, *reads, *([gate] if gate is not None else [])]
         super().__init__(sources=stores, targets=[target], chunk_size=chunk_size)
+        self._keep_for_workers(force=force, chunk_size=chunk_size, batch_size=batch_size, gate=gate,
+                               gate_query=self.gate_query, order_by=order_by)
+
+    def _keep_for_workers(self, **options: Any) -> None:
+        """maggma's distributed workers rebuild a builder from `as_dict()`, which holds a subclass's own arguments
+        and `self.kwargs`: the options a subclass passes on through **kwargs must be there, or a worker would run
+        without --force or its gate."""
+        signature = inspect.signature(type(self).__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+            self.kwargs = {k: v for k, v in options.items() if k not in signature}
 
     # ------------------------------------------------------------------ what a stage may declare
 

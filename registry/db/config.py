@@ -7,68 +7,60 @@ TLS from the URI (`?tls=true&tlsCAFile=...`) or from `REGISTRY_TLS`, `REGISTRY_T
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo.uri_parser import parse_uri
 
 DEFAULT_DATABASE = "registry"
 DEFAULT_HOME = ".registry"
 
 
-@dataclass(frozen=True, repr=False)
-class Settings:
-    """Resolved once per command; `db_uri is None` means: use (or start) the embedded server in `home`."""
+class Settings(BaseSettings):
+    """The registry's one settings object, read from `REGISTRY_*` environment variables; explicit arguments
+    (`--db`, `--home`) win. `db_uri is None` means: use (or start) the embedded server in `home`."""
 
-    db_uri: str | None = None
-    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME))
-    database: str | None = None
-    timeout_ms: int = 5000
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", frozen=True, populate_by_name=True)
+
+    db_uri: str | None = Field(None, validation_alias="REGISTRY_DB",
+                               description="MongoDB URI; unset: the embedded server in `home`")
+    home: Path = Field(Path(DEFAULT_HOME), description="Where the embedded server keeps its data and state")
+    database: str | None = Field(None, description="Database name (default: the URI's, else 'registry')")
+    timeout_ms: int = Field(5000, description="Server selection timeout of every client (ms)")
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: tuple[tuple[str, Any], ...] = ()  # (MongoClient option, value) pairs
+    password: SecretStr | None = None
+    tls: bool | None = Field(None, description="TLS to the server (pymongo's tls option)")
+    tls_ca_file: str | None = None
+    tls_certificate_key_file: str | None = None
 
     @classmethod
     def resolve(cls, db: str | None = None, home: str | Path | None = None, database: str | None = None) -> Settings:
-        """Explicit arguments win over the environment, which wins over defaults."""
-        return cls(
-            db_uri=db or os.environ.get("REGISTRY_DB") or None,
-            home=Path(home or os.environ.get("REGISTRY_HOME") or DEFAULT_HOME).absolute(),
-            database=database or os.environ.get("REGISTRY_DATABASE") or None,
-            timeout_ms=int(os.environ.get("REGISTRY_TIMEOUT_MS", "5000")),
-            username=os.environ.get("REGISTRY_USERNAME") or None,
-            password=os.environ.get("REGISTRY_PASSWORD") or None,
-            tls=_tls_from_environment(),
-        )
+        """The environment, overridden by what was given explicitly; `home` made absolute."""
+        explicit = {k: v for k, v in (("db_uri", db), ("home", home), ("database", database)) if v}
+        settings = cls(**explicit)
+        return settings.model_copy(update={"home": Path(settings.home).absolute(),
+                                           "db_uri": settings.db_uri or None})
 
     def __repr__(self) -> str:
         """Without credentials: settings end up in logs and tracebacks."""
         uri = redact(self.db_uri) if self.db_uri else None
         return (f"Settings(db_uri={uri!r}, home={str(self.home)!r}, database={self.database!r}, "
-                f"username={self.username!r}, tls={dict(self.tls)!r})")
+                f"username={self.username!r}, tls={self.tls!r})")
+
+    __str__ = __repr__
 
     def client_options(self) -> dict[str, Any]:
         """MongoClient keyword arguments beyond the URI: credentials and TLS from the environment, if set."""
-        options: dict[str, Any] = dict(self.tls)
+        options: dict[str, Any] = {option: value for option, value in (
+            ("tls", self.tls), ("tlsCAFile", self.tls_ca_file),
+            ("tlsCertificateKeyFile", self.tls_certificate_key_file)) if value is not None}
         if self.username:
-            options.update(username=self.username, password=self.password)
+            options.update(username=self.username,
+                           password=self.password.get_secret_value() if self.password else None)
         return options
-
-
-_TLS_ENVIRONMENT = {"REGISTRY_TLS": "tls", "REGISTRY_TLS_CA_FILE": "tlsCAFile",
-                    "REGISTRY_TLS_CERTIFICATE_KEY_FILE": "tlsCertificateKeyFile"}
-
-
-def _tls_from_environment() -> tuple[tuple[str, Any], ...]:
-    options = []
-    for variable, option in _TLS_ENVIRONMENT.items():
-        value = os.environ.get(variable)
-        if value:
-            options.append((option, value.strip().lower() in ("1", "true", "yes") if option == "tls" else value))
-    return tuple(options)
 
 
 def database_name(uri: str, default: str | None = None) -> str:
