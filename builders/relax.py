@@ -1,8 +1,8 @@
 """relax: validated -> relaxed, with a universal potential that passed the model check.
 
-Items are batches of validated structures, so a worker advances a whole batch in lockstep (one batched forward
-pass per FIRE step, see `registry.science.relaxation`). The model loads lazily, once per process, never in `__init__`:
-maggma pickles builders to its workers.
+Items are batches of validated structures, so a worker advances a whole batch in lockstep: one batched forward
+pass per optimizer step (ASE's BFGS by default; `registry.science.relaxation`), recorded in the provenance. The
+model loads lazily, once per process, never in `__init__`: builders are pickled to their workers.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class RelaxBuilder(StageBuilder):
         info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version,
                              device=self.device, model_check_max_error=report.max_abs_error)
         provenance = Provenance(builder="relax", model=potential.name, model_version=potential.version,
-                                parameters={"fmax": self.fmax, "steps": self.steps, "potential": self.potential})
+                                parameters={"fmax": self.fmax, "steps": self.steps, "potential": self.potential,
+                                            "optimizer": self.settings().optimizer,
+                                            "cell_filter": "ase.filters.FrechetCellFilter"})
         structures = [Structure.from_dict(d["structure"]) for d in item]
         results = relax_batch(structures, potential, self.settings(), batch_size=self.batch_size)
         return [self._doc(d, s, r, info, provenance) for d, s, r in zip(item, structures, results, strict=True)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from bson import json_util
+from pydash import get
 
 from cli.main import Context, pass_context
 from registry.db.stores import COLLECTIONS
@@ -17,17 +18,6 @@ from registry.errors import RegistryError
 DEFAULT_FIELDS = {
     "structures": ["registry_id", "formula_pretty", "nsites", "origin.kind", "origin.source", "origin.source_id"],
 }
-
-
-def _get(doc: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if isinstance(doc, dict):
-            doc = doc.get(part)
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
-            doc = doc[int(part)]
-        else:
-            return None
-    return doc
 
 
 def _cell(value: Any) -> str:
@@ -44,7 +34,7 @@ def print_table(rows: list[dict[str, Any]], fields: list[str]) -> None:
 
     table = Table(*fields)
     for row in rows:
-        table.add_row(*(_cell(_get(row, f)) for f in fields))
+        table.add_row(*(_cell(get(row, f)) for f in fields))
     Console().print(table)
 
 
@@ -85,7 +75,7 @@ def query(ctx: Context, filter: str, collection: str, fields: str | None, sort: 
         names = names or sorted({k for r in rows for k in r if k != "_id"})
         writer = csv.writer(sys.stdout)
         writer.writerow(names)
-        writer.writerows([[_cell(_get(r, f)) for f in names] for r in rows])
+        writer.writerows([[_cell(get(r, f)) for f in names] for r in rows])
     else:
         print_table(rows, names or sorted({k for r in rows for k in r if k != "_id"})[:8])
         click.echo(f"{len(rows)} document(s) from {ctx.registry.database}.{collection}", err=True)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import mongoengine
 from bson import json_util
 from mongoengine.errors import NotUniqueError, OperationError, ValidationError
+from pydash import get
 from pymongo.errors import OperationFailure
 
 from registry.errors import RegistryError
@@ -90,19 +91,10 @@ def candidate_sets(reg: Registry) -> Iterator[type[CandidateSet]]:
         CandidateSet._collection = None
 
 
-def _get(doc: Mapping[str, Any], path: str) -> Any:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def member_from_candidate(candidate: Mapping[str, Any], ion: str, *, note: str | None = None,
                           author: str | None = None, now: datetime | None = None) -> SetMember:
     """A member snapshot of a candidate document's values."""
-    values = {name: _get(candidate, path.replace("{ion}", ion)) for name, path in MEMBER_VALUES.items()}
+    values = {name: get(candidate, path.replace("{ion}", ion)) for name, path in MEMBER_VALUES.items()}
     return SetMember(registry_id=candidate["registry_id"], note=note, added_by=author,
                      added_at=now or datetime.now(UTC), **values)
 

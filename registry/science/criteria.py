@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydash import get
 
 from schemas.candidate import Verdict
 
@@ -51,15 +52,6 @@ class Criterion(BaseModel):
     description: str = ""
 
 
-def _get(record: Mapping[str, Any], path: str) -> Any:
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _margin(op: str, value: float, threshold: Any) -> float:
     """How far inside the limit a value is (negative: outside)."""
     if op == "between":
@@ -69,7 +61,7 @@ def _margin(op: str, value: float, threshold: Any) -> float:
 
 def evaluate(criterion: Criterion, record: Mapping[str, Any], ion: str) -> Verdict:
     field = criterion.field.replace("{ion}", ion)
-    value = _get(record, field)
+    value = get(record, field)
     threshold = criterion.threshold.get(ion) if isinstance(criterion.threshold, Mapping) else criterion.threshold
     note = None
     score = 0.0

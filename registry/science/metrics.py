@@ -79,10 +79,3 @@ class GenerationTally:
             n_elements=dict(self.n_elements), n_unique_formulas=len(self.formulas),
         )
 
-
-def generation_metrics(records: Iterable[Record]) -> GenerationMetrics:
-    """CDVAE's comp_valid, struct_valid and valid (both) of a run's records, rejects counted as invalid."""
-    tally = GenerationTally()
-    for record in records:
-        tally.add(record)
-    return tally.result()

@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import CDVAESamples
 from registry.io.records import Record
-from registry.science.metrics import GenerationTally, generation_metrics
+from registry.science.metrics import GenerationMetrics, GenerationTally
 from schemas.structure import Origin
 from tests.paths import require
 
@@ -23,6 +23,14 @@ def rocksalt(cation: str, anion: str, a: float) -> Structure:
 def record(structure: Structure | None, index: int) -> Record:
     origin = Origin(kind="generated", source="test", source_id=str(index))
     return Record(origin, structure) if structure is not None else Record.reject(origin, "unparseable sample")
+
+
+def generation_metrics(records) -> GenerationMetrics:
+    """CDVAE's validity figures of a run's records, as a generator run tallies them on the way."""
+    tally = GenerationTally()
+    for _ in tally.observe(records):
+        pass
+    return tally.result()
 
 
 @pytest.fixture
@@ -54,7 +62,6 @@ def test_tally_passes_records_through_and_matches_the_batch_figures(run):
     tally = GenerationTally()
     assert list(tally.observe(run)) == run
     result = tally.result()
-    assert result == generation_metrics(run)
     assert json.loads(json.dumps(result.as_dict()))["n_elements"] == {"2": 5}
 
 
