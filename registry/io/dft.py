@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bson import json_util
+from emmet.core.vasp.calc_types.utils import task_type
 from monty.io import zopen
 from monty.json import jsanitize
 from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -268,7 +269,7 @@ def read_vasprun(path: Path) -> DftResult:
     source.entry_id = entry.entry_id
     params = run.parameters
     result = DftResult(source, entry=entry, converged_electronic=converged_e, converged_ionic=converged_i,
-                       calc_kind=_calc_kind(params.get("NSW", 0), params.get("IBRION")))
+                       calc_kind=_task_kind(str(task_type({"incar": params}).value)))
     try:
         gap, _cbm, _vbm, direct = run.eigenvalue_band_properties
         result.band_gap, result.is_gap_direct = float(gap), bool(direct)
@@ -351,15 +352,14 @@ def _json_result(obj: Any, path: Path, index: int | None) -> DftResult | None:
     return result
 
 
-def _calc_kind(nsw: int, ibrion: int | None) -> CalcKind:
-    if not nsw or ibrion == -1:
-        return "static"
-    return "relax" if ibrion in (1, 2, 3) else "unknown"
-
-
-def _task_kind(task_type: str) -> CalcKind:
-    lower = task_type.lower()
-    if "static" in lower:
+def _task_kind(task: str) -> CalcKind:
+    """Static or relaxation, from an emmet task type ("Static", "Structure Optimization", ...; emmet's
+    `task_type` reads it from the INCAR of a vasprun). Self-consistent runs at fixed geometry (static, dielectric,
+    DFPT) give a usable total energy; non-self-consistent ones (NSCF) do not, and stay unknown."""
+    lower = task.lower()
+    if "nscf" in lower:
+        return "unknown"
+    if "static" in lower or lower.startswith(("dielectric", "dfpt")):
         return "static"
     return "relax" if "optimization" in lower or "relax" in lower else "unknown"
 
