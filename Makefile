@@ -9,11 +9,14 @@ export REGISTRY_HOME ?= $(CURDIR)/.registry
 
 install: $(VENV)/.installed
 
-# torch first, pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+# torch first, as a CPU build: an unpinned torch pulls a multi-GB CUDA build. This project's package index serves
+# the CPU wheel under the plain pin; with only the public PyPI, use PyTorch's CPU index:
+#   make demo PIP_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+PIP_TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q $(PIP_TORCH)
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 

@@ -219,7 +219,8 @@ def _ptable_position(element: Element) -> tuple[int, int]:
 
 
 def ptable_figure(counts: Mapping[str, int], title: str) -> go.Figure:
-    """A heatmap laid out as the periodic table: how many candidates contain each element."""
+    """A heatmap laid out as the periodic table: how many candidates contain each element. (pymatviz 0.18's
+    `ptable_heatmap` would draw it, but calls plotly's `create_annotated_heatmap`, which plotly 6 removed.)"""
     z: list[list[float | None]] = [[None] * 18 for _ in range(10)]
     text: list[list[str]] = [[""] * 18 for _ in range(10)]
     for number in range(1, 104):
