@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from emmet.core.structure import StructureMetadata
 from emmet.core.types.pymatgen_types.structure_adapter import StructureType
 from pydantic import BaseModel, Field, field_validator
@@ -69,30 +70,34 @@ class StructureDoc(StructureMetadata):
         return {k: _finite(v) for k, v in reference.items()}
 
     @classmethod
+    def model_validate_reference(cls, reference: dict[str, Any] | None) -> dict[str, Any]:
+        """A record's reference values as this schema stores them (non-finite numbers as missing)."""
+        return cls._drop_non_finite(dict(reference or {}))
+
+    @classmethod
     def from_structure(  # type: ignore[override]
         cls, structure: Structure, origin: Origin, reference: dict[str, Any] | None = None, **kwargs: Any
     ) -> StructureDoc:
-        reference = {k: _finite(v) for k, v in (reference or {}).items()}
+        reference = cls.model_validate_reference(reference)
         return super().from_structure(
-            structure,
-            registry_id=origin.registry_id(),
-            structure=structure,
-            origin=origin,
-            reference=reference,
-            content_hash=content_hash(structure, origin, reference),
-            **kwargs,
-        )
+            structure, registry_id=origin.registry_id(), structure=structure, origin=origin, reference=reference,
+            content_hash=content_hash(structure_hash(structure), origin, reference), **kwargs)
 
 
-def content_hash(structure: Structure, origin: Origin, reference: dict[str, Any]) -> str:
-    """Hash what defines a record's content (coordinates rounded to 1e-6), so a re-read that changes nothing is a no-op."""
-    payload = {
-        "lattice": [[round(x, 6) for x in row] for row in structure.lattice.matrix.tolist()],
-        "species": [site.species_string for site in structure],
-        "frac": [[round(x, 6) for x in site.frac_coords.tolist()] for site in structure],
-        "origin": origin.model_dump(mode="json"),
-        "reference": reference,
-    }
+def structure_hash(structure: Structure) -> str:
+    """Hash of a structure's lattice, species and fractional coordinates (rounded to 1e-6): equal for the same
+    structure read twice, so what is derived from the structure alone is computed once."""
+    digest = hashlib.sha256()
+    digest.update(np.round(structure.lattice.matrix, 6).astype(np.float64).tobytes())
+    digest.update(np.round(structure.frac_coords, 6).astype(np.float64).tobytes())
+    digest.update("\x1f".join(site.species_string for site in structure).encode())
+    return digest.hexdigest()
+
+
+def content_hash(structure_digest: str, origin: Origin, reference: dict[str, Any]) -> str:
+    """Hash what defines a record's content (the structure's hash, origin, reference), so a re-read that changes
+    nothing is a no-op."""
+    payload = {"structure": structure_digest, "origin": origin.model_dump(mode="json"), "reference": reference}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
