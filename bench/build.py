@@ -1,12 +1,15 @@
-"""Per-stage throughput of the build chain on a fixed set, and the cost of a no-op rebuild over 10,000 documents.
+"""Per-stage throughput of the build chain on a fixed set, and the cost of a no-op rebuild at scale.
 
-    python bench/build.py [--n 24] [--noop 10000] [--steps 200]
+    PYTHONPATH=. python bench/build.py [--n 24] [--noop 10000,100000] [--steps 200]
 
 Part 1 builds the first N oxides of the shipped MP-20 sample (every stage, real models, relaxation capped at
 --steps) in a fresh embedded database and prints documents/s per stage.
-Part 2 fills every stage's collection to --noop documents by copying those real documents under new ids (the
-copies are consistent: each stage's timestamps follow its source's, as after a real build), then times a full
-`build all` that should find nothing to do: the price of the incremental checks at that size.
+Part 2 fills every stage's collection to each --noop size by copying those real documents under new ids (the
+copies are consistent: each stage's timestamps follow its source's, as after a real build), then times `build all`
+twice: the first finds the collections changed since the last build and checks every key and timestamp (the full
+staleness check); the second finds nothing changed (the no-op a user sees after a build). Beside them: the raw
+time to read every collection's keys and timestamps once (the floor of a full check), and this process's peak
+memory.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.relax import PeakRSS
 from builders.chain import STAGES, TARGETS, BuildOptions, build
-from builders.funnel import content_hash
 from registry.db.client import Registry
 from registry.db.server import EmbeddedServer
+from registry.db.stores import COLLECTIONS
 from registry.io.ingest import Ingestor
 from registry.io.readers import read_csv
 
@@ -36,19 +40,19 @@ def oxides(n: int):
 
 
 def replicate(reg: Registry, copies: int) -> None:
-    """Copy every document of every collection `copies` times under new keys, keeping their timestamps."""
+    """Copy every document of every collection until it holds `copies` times its originals, under new keys,
+    keeping their timestamps."""
     for name in ("structures", *TARGETS.values()):
         coll = reg.collection(name)
-        docs = list(coll.find({}, {"_id": 0}))
-        for k in range(1, copies if docs else 1):
+        docs = list(coll.find({"registry_id": {"$not": {"$regex": "~"}}}, {"_id": 0}))
+        have = coll.count_documents({}) // max(1, len(docs))
+        for k in range(have, copies if docs else 1):
             batch = []
             for d in docs:
                 c = dict(d)
                 c["registry_id"] = f"{d['registry_id']}~{k}"
                 if name in ("candidates", "funnel"):  # keyed by registry id, preset and ion
                     c[f"{name.removesuffix('s')}_id"] = f"{c['registry_id']}:{d['preset']}:{d['ion']}"
-                if name == "funnel":
-                    c["content_hash"] = content_hash(c)
                 if name == "validated":
                     c["members"] = [f"{m}~{k}" for m in d["members"]]
                 batch.append(c)
@@ -56,10 +60,20 @@ def replicate(reg: Registry, copies: int) -> None:
         assert coll.count_documents({}) == len(docs) * copies, name
 
 
+def key_scan_seconds(reg: Registry) -> float:
+    """Read every stage collection's keys and timestamps once: what a full staleness check cannot go below."""
+    t = time.perf_counter()
+    for name in ("structures", *TARGETS.values()):
+        spec = COLLECTIONS[name]
+        for _ in reg.collection(name).find({}, {spec.key: 1, "last_updated": 1, "sources_updated": 1, "_id": 0}):
+            pass
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=24)
-    parser.add_argument("--noop", type=int, default=10_000)
+    parser.add_argument("--noop", type=lambda s: [int(x) for x in s.split(",")], default=[10_000, 100_000])
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     # every stage on every structure: the channel screen would hold back the dense oxides before relaxing
@@ -75,12 +89,17 @@ def main() -> None:
                 t = time.perf_counter()
                 [report] = build(reg, stage, options, progress=False)
                 rows.append((stage, report.processed, report.failed, time.perf_counter() - t))
-            copies = max(1, args.noop // max(1, len(recs)))
-            replicate(reg, copies)
-            n_docs = reg.count()
-            t = time.perf_counter()
-            reports = build(reg, "all", options, progress=False)
-            noop_s = time.perf_counter() - t
+            noop = []
+            for size in args.noop:
+                replicate(reg, max(1, size // max(1, len(recs))))
+                floor = key_scan_seconds(reg)
+                timings = []
+                for _ in ("full check", "nothing changed"):
+                    with PeakRSS() as mem:
+                        t = time.perf_counter()
+                        reports = build(reg, "all", options, progress=False)
+                        timings.append((time.perf_counter() - t, sum(r.processed for r in reports), mem.peak))
+                noop.append((reg.count(), floor, timings))
         finally:
             server.stop()
 
@@ -89,10 +108,12 @@ def main() -> None:
     for stage, n, failed, dt in rows:
         table.add_row(stage, str(n), str(failed), f"{dt:.1f}", f"{n / dt:.2f}" if dt else "-")
     Console().print(table)
-    processed = sum(r.processed for r in reports)
-    print(f"no-op `build all` over {n_docs} structures (every stage filled): {noop_s:.1f} s, "
-          f"{processed} documents processed")
-    print("  per stage: " + ", ".join(f"{r.stage} {r.processed}" for r in reports))
+    table = Table("structures", "key scan (floor) s", "full check s", "processed", "nothing changed s", "processed",
+                  "peak MB", title="no-op `build all` (every stage filled with consistent copies)")
+    for n_docs, floor, ((full_s, full_n, full_mem), (quick_s, quick_n, quick_mem)) in noop:
+        table.add_row(str(n_docs), f"{floor:.1f}", f"{full_s:.1f}", str(full_n), f"{quick_s:.1f}", str(quick_n),
+                      f"{max(full_mem, quick_mem) / 2**20:.0f}")
+    Console().print(table)
 
 
 if __name__ == "__main__":

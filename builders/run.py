@@ -7,6 +7,7 @@ can hang), and each receives the builder once, in the pool's initializer: models
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 from collections.abc import Iterable
@@ -54,17 +55,22 @@ def _process(item: Any) -> Any:
 
 def run_builder(builder: Builder, stage: str, workers: int = 1, progress: bool = True) -> StageReport:
     """Connect, process every item the builder yields (over `workers` spawned processes, each with an equal share
-    of the cores as torch threads), write in chunks, finalize; return the counts."""
+    of the cores as torch threads), write in chunks, finalize; return the counts. Items stream: memory holds a
+    chunk of them, not the stage's whole work."""
     report = StageReport(stage)
     builder.connect()
     try:
-        items: Iterable[Any] = list(builder.get_items())
-        total = len(items)
-        bar = tqdm(total=total, desc=stage, unit=" items", disable=not progress or None)
-        if workers > 1 and total > 1:
+        items = iter(builder.get_items())
+        first = next(items, None)  # get_items knows how many items there are once it yields the first
+        items = itertools.chain([first], items) if first is not None else iter(())
+        bar = tqdm(total=builder.total or 0, desc=stage, unit=" items", disable=not progress or None)
+        if workers > 1 and (builder.total or 0) > 1:
             threads = max(1, len(os.sched_getaffinity(0)) // workers)
             with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(builder, threads)) as pool:
-                _write(builder, pool.imap(_process, items, chunksize=1), report, bar)
+                # a window of items at a time: the pool's feeder would otherwise read every item into memory
+                window = max(2, 2 * workers)
+                outputs = (out for batch in grouper(items, window) for out in pool.imap(_process, batch))
+                _write(builder, outputs, report, bar)
         else:
             _write(builder, (builder.process_item(i) for i in items), report, bar)
         bar.close()

@@ -16,6 +16,11 @@ the documents of the same group key in its other `inputs` stores.
 with the stored one, and a rebuild with the same content only moves `sources_updated`, so nothing downstream is
 redone. `--force` rebuilds everything in scope, in `get_items` and in `prechunk` (maggma's distributed runner).
 
+**A no-op build costs a few indexed reads**: a stage that completed records when it started and how many
+documents each store it reads held (collection `build_records`); the next build with the same parameters and
+scope first asks each of those stores for one document changed since then (an indexed `last_updated` range) and
+compares the counts (a deletion), and only when something changed reads every key and timestamp to find what.
+
 **Failure** is handled here: an exception while building a group becomes a failed document for each of its source
 documents (the `StageDoc` envelope with the reason), and the stage goes on. A `RegistryError` (a refused model, an
 unreachable database) stops the stage before anything of that group is written.
@@ -27,7 +32,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from math import ceil
 from typing import Any, ClassVar
 
@@ -80,6 +85,7 @@ class StageBuilder(Builder):
         self.gated = 0  # held back by the gate
         self.n_groups = 0
         self.source_groups: dict[str, tuple[set[str], datetime | None]] = {}
+        self.reads = list(reads)
         stores = [source, *self.inputs, *reads, *([gate] if gate is not None else [])]
         super().__init__(sources=stores, targets=[target], chunk_size=chunk_size)
         self._keep_for_workers(force=force, chunk_size=chunk_size, batch_size=batch_size, gate=gate,
@@ -216,6 +222,11 @@ class StageBuilder(Builder):
 
     def get_items(self) -> Iterator[list[dict]]:
         self.ensure_indexes()
+        self._started = datetime.now(UTC)
+        if (record := self._unchanged_since_last_build()) is not None:
+            self.n_groups, self.skipped, self.gated, self.total = record["n_groups"], record["skipped"], record["gated"], 0
+            self.logger.info(f"{type(self).__name__}: nothing changed since {record['started_at']}")
+            return
         stale = self.stale_groups()
         groups = self._admit(stale)
         self.skipped = self.n_groups - len(stale)
@@ -237,6 +248,48 @@ class StageBuilder(Builder):
             self.context(items)
             for batch in grouper(items, self.batch_size):
                 yield list(batch)
+
+    # ------------------------------------------------------------------ the no-op fast path
+
+    def _read_stores(self) -> list[Store]:
+        return [self.source, *self.inputs, *self.reads, *([self.gate] if self.gate is not None else []), self.target]
+
+    def _build_id(self) -> str:
+        """Same stage, target, parameters and scope: a build record from another scope says nothing here."""
+        body = {"stage": self.stage, "target": self.target.collection_name, "parameters": self.parameters(),
+                "query": self.query, "target_scope": self.target_scope(), "gate_query": self.gate_query,
+                "stores": [(s.collection_name, s.last_updated_field) for s in self._read_stores()]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def _records(self) -> Any:
+        return self.target._collection.database["build_records"]
+
+    def _counts(self) -> dict[str, int]:
+        return {s.collection_name: s._collection.estimated_document_count() for s in self._read_stores()}
+
+    def _unchanged_since_last_build(self) -> dict | None:
+        """The last complete build's record, when no store it read changed since it started; else None."""
+        if self.force:
+            return None
+        record = self._records().find_one({"build_id": self._build_id()})
+        if record is None or record.get("counts") != self._counts():
+            return None
+        since = record["started_at"]
+        for store in self._read_stores():
+            if store._collection.find_one({store.last_updated_field: {"$gt": since}}, {"_id": 1}) is not None:
+                return None
+        return record
+
+    def finalize(self) -> None:
+        """Record a complete build (a killed one records nothing, so the next build checks everything)."""
+        if getattr(self, "_started", None) is not None:
+            self._records().replace_one({"build_id": self._build_id()}, {
+                "build_id": self._build_id(), "stage": self.stage, "target": self.target.collection_name,
+                # a second of margin: a write stamped just before the start still counts as a change
+                "started_at": self._started - timedelta(seconds=1), "finished_at": datetime.now(UTC),
+                "counts": self._counts(), "n_groups": self.n_groups, "skipped": self.n_groups - self.gated,
+                "gated": self.gated}, upsert=True)
+        super().finalize()
 
     def _sources_updated(self, group: str, docs: list[dict], joined: dict[str, dict[str, dict]]) -> datetime | None:
         lu, dep = self.source.last_updated_field, self.dependency_field
