@@ -195,8 +195,11 @@ class EmbeddedServer:
         if auth:  # the data files would bypass authentication if others could read them
             self.storage.chmod(0o700)
         port = _free_port(self.host)
-        cmd = [_daemon_executable(), "--host", self.host, "--port", str(port),
-               "--storage-path", str(self.storage), "--log-level", "WARNING"]
+        config = self.home / "secantusd.toml"  # an empty one: no secantusd.toml elsewhere may change this server
+        config.touch()
+        # --sync-on-commit: an acknowledged write survives a crash (SIGKILL) of the server (bench/faults.py)
+        cmd = [_daemon_executable(), "--config", str(config), "--host", self.host, "--port", str(port),
+               "--storage-path", str(self.storage), "--log-level", "WARNING", "--sync-on-commit"]
         if auth:
             cmd.append("--auth")
         with open(self.log_file, "ab") as log:
