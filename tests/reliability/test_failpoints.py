@@ -61,11 +61,11 @@ def test_a_connection_dropped_mid_ingest_is_retried_and_nothing_is_lost_or_doubl
     reg = Registry(f"{failpoint_daemon.uri}rel_{uuid.uuid4().hex[:8]}")
     reg.__dict__["client"] = pymongo.MongoClient(reg.uri, event_listeners=[listener], **reg.client_options())
     reg.ensure_indexes(["structures", "rejects"])
-    with fail_command(reg.client, ["update"], mode={"times": 1}, closeConnection=True):
+    with fail_command(reg.client, ["insert"], mode={"times": 1}, closeConnection=True):
         report = Ingestor(reg).write(mp20_150[:40])
     assert report.ingested == 40 and reg.count() == 40
-    updates = [txn for name, txn in listener.sent if name == "update"]
-    assert len(updates) == len(set(updates)) + 1, "the dropped update is sent again with its transaction number"
+    updates = [txn for name, txn in listener.sent if name == "insert"]
+    assert len(updates) == len(set(updates)) + 1, "the dropped insert is sent again with its transaction number"
     assert duplicate_keys(reg, ["structures"]) == []
 
 
