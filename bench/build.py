@@ -81,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "bench")
+            reg = Registry(server.ensure_running(auth=False).uri + "bench")
             recs = oxides(args.n)
             Ingestor(reg).write(recs)
             rows = []

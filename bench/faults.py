@@ -144,7 +144,7 @@ def stopped(source_uri: str, folder: Path) -> Table:
                   "re-run matches", title="the database stopped under a running `registry build validate`")
     for how in ("SIGTERM (registry db stop)", "SIGKILL (crash)"):
         server = EmbeddedServer(folder / f"home-{how.split()[0]}")
-        reg = clone(ref, server.ensure_running().uri)
+        reg = clone(ref, server.ensure_running(auth=False).uri)
         proc = subprocess.Popen(registry_cmd("--db", reg.uri, *VALIDATE_ARGS), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
         deadline = time.monotonic() + 120
@@ -157,7 +157,7 @@ def stopped(source_uri: str, folder: Path) -> Table:
         else:
             os.kill(server.status().pid, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=300)
-        reg = Registry(f"{server.ensure_running().uri}{reg.database}")
+        reg = Registry(f"{server.ensure_running(auth=False).uri}{reg.database}")
         kept = seen <= {d["registry_id"] for d in reg.find(collection="validated", fields=["registry_id"])}
         rerun = run_cli("--db", reg.uri, *VALIDATE_ARGS, env=cli_env()).returncode == 0
         matches = rerun and not differences(snapshot(reg, VALIDATE), reference) and consistent(reg, reference)
@@ -201,7 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         server = EmbeddedServer(Path(folder) / "home")
         try:
-            uri = server.ensure_running().uri
+            uri = server.ensure_running(auth=False).uri
             if not args.skip_kills:
                 console.print(kills(uri, args.chains, args.points, args.seed))
             console.print(failpoints(uri, Path(folder)))

@@ -85,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(args.keep or Path(tmp))
         try:
-            reg = Registry(server.ensure_running().uri + "funnel")
+            reg = Registry(server.ensure_running(auth=False).uri + "funnel")
             t = time.perf_counter()
             mined = Ingestor(reg).write(r for p in iter_input_files([SAMPLE / "mp20"]) for r in read_path(p))
             rows.append(("-", "ingest MP-20 sample", mined.read, mined.ingested, mined.rejected, 0,

@@ -94,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "bench")
+            reg = Registry(server.ensure_running(auth=False).uri + "bench")
             cdvae = CDVAESamples(SAMPLE / "cdvae" / "eval_gen_arrays.npz", limit=args.cdvae_limit)
             rows.append((f"{cdvae.path.name}" + (f" (first {args.cdvae_limit})" if args.cdvae_limit else ""),
                          run(reg, cdvae)))

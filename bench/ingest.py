@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "bench")
+            reg = Registry(server.ensure_running(auth=False).uri + "bench")
             rows = []
             for label in ("first ingest", "re-ingest (no-op)"):
                 t = time.perf_counter()

@@ -176,7 +176,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "load")
+            reg = Registry(server.ensure_running(auth=False).uri + "load")
             t = time.perf_counter()
             fill(reg, args.docs)
             console.print(f"{reg.count()} structures and {reg.count(collection='candidates')} candidates loaded "

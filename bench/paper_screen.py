@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "paper")
+            reg = Registry(server.ensure_running(auth=False).uri + "paper")
             ingest = Ingestor(reg)
             ingest.write(r for p in iter_input_files([SAMPLE / "mp20"]) for r in read_path(p))
             report = ingest.write(read_path(PAPER_CSV, source="gaibm-42", kind=OriginKind.generated))

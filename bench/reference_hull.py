@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "hull")
+            reg = Registry(server.ensure_running(auth=False).uri + "hull")
             t0 = time.perf_counter()
             Ingestor(reg).write(r for p in iter_input_files([SAMPLE]) for r in read_path(p))
             loaded = ensure_references(reg)

@@ -97,7 +97,7 @@ def run_stage(structures: list[Structure], settings: RelaxSettings, workers: int
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
-            reg = Registry(server.ensure_running().uri + "bench")
+            reg = Registry(server.ensure_running(auth=False).uri + "bench")
             now = datetime.now(UTC)
             reg.collection("validated").insert_many([
                 {"registry_id": f"s{i:04d}", "formula_pretty": s.composition.reduced_formula,

@@ -33,7 +33,7 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerState]:
     embedded = EmbeddedServer(tmp_path_factory.mktemp("registry-home"))
-    state = embedded.ensure_running()
+    state = embedded.ensure_running(auth=False)
     yield state
     embedded.stop()
 

@@ -4,11 +4,18 @@ It is started, never imported: SecantusDB is GPL-2.0 and talks to us only over t
 MongoDB server. Its WiredTiger storage takes an exclusive lock, so one server per home is shared by every
 `registry` command; a file lock makes "find it running, or start it" safe when two commands start at once.
 
-With `auth`, the server requires SCRAM authentication. SecantusDB provisions users over an unauthenticated
-connection, so the first authenticated start runs the server once without `--auth` (on a fresh port, for a
-moment), creates an admin and a read-only user with random passwords, writes them to `credentials.json` (mode
-0600) and restarts with `--auth`. From then on the home always starts with `--auth`: auth cannot be lost by a
-stop and a plain restart.
+Private by default (docs/security.md): the home and everything in it is owner-only (0700/0600, the server runs
+with umask 077), and the server requires SCRAM authentication. SecantusDB creates users only over a connection to
+an unauthenticated server, and listens on TCP only, so the first start of a home runs it once without `--auth`
+(on a fresh port, for about a second), creates an admin and a read-only user with random passwords, restarts it
+with `--auth` and then checks, as the admin, that nothing else happened meanwhile: exactly these two users with
+exactly their roles and password mechanism, no custom role, no write in the oplog. Anything else refuses the
+start and writes no credentials. The passwords go to `credentials.json` (0600): the home's owner is the admin
+without typing a password, everyone else needs credentials. A home once secured always starts with `--auth`.
+
+A home made before this was the default (data, no credentials) is "open": it is refused until
+`registry db secure` (`EmbeddedServer.secure`) upgrades it. Tests and throwaway benchmark homes may still ask
+for an open server explicitly (`ensure_running(auth=False)`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from registry.errors import DatabaseUnavailable
 
@@ -34,7 +43,9 @@ USERS = {  # role in this registry -> (user name, MongoDB roles)
     "admin": ("registry-admin", [{"role": "root", "db": "admin"}]),
     "reader": ("registry-reader", [{"role": "readAnyDatabase", "db": "admin"}]),
 }
+MECHANISM = "SCRAM-SHA-256"
 USER_EXISTS = 51003
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,18 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` atomically, readable by its owner only from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
 class EmbeddedServer:
-    """Start, find, and stop the SecantusDB server that keeps its data in `home/db`."""
+    """Start, find, secure and stop the SecantusDB server that keeps its data in `home/db`."""
 
     def __init__(self, home: Path, host: str = "127.0.0.1"):
         self.home = Path(home)
@@ -111,13 +132,32 @@ class EmbeddedServer:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / "server.lock", "w") as fh:
+        try:
+            self.make_private()
+            fd = os.open(self.home / "server.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except PermissionError:
+            raise DatabaseUnavailable(
+                f"the registry home {self.home} belongs to another user: ask them for a database URI with "
+                "credentials and pass it with --db") from None
+        with os.fdopen(fd, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def make_private(self) -> None:
+        """The home and everything in it owner-only: folders 0700, files 0600 (what an older registry left 0755 and
+        0644 included). Links are left alone: they are not ours to follow."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        self.home.chmod(PRIVATE_DIR)
+        for folder, dirs, files in os.walk(self.home):
+            for name in dirs:
+                if not (path := Path(folder, name)).is_symlink():
+                    path.chmod(PRIVATE_DIR)
+            for name in files:
+                if not (path := Path(folder, name)).is_symlink():
+                    path.chmod(PRIVATE_FILE)
 
     def _recorded(self) -> ServerState | None:
         try:
@@ -133,78 +173,155 @@ class EmbeddedServer:
         return None
 
     def credentials(self, role: str = "admin") -> Credentials | None:
-        """The user `registry db start --auth` made for `role` ("admin" or "reader"), if this home has one."""
+        """The user made for `role` ("admin" or "reader") when this home was secured, if it was."""
         try:
             return Credentials(**json.loads(self.credentials_file.read_text())[role])
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
-    def ensure_running(self, auth: bool = False, wait_s: float = 60.0) -> ServerState:
-        """Use the running server or start one; safe to call from several processes at once. `auth` (or a home
-        that was ever started with it) requires authentication; a running server without it is restarted."""
-        recorded = self._recorded()
-        if recorded and (recorded.auth or not (auth or self.credentials_file.exists())) and (state := self.status()):
+    def is_open(self) -> bool:
+        """A home with data and no credentials: made before authentication was the default, or started with
+        `auth=False`; every local user can read and change its database."""
+        return (self.storage / "WiredTiger").exists() and not self.credentials_file.exists()
+
+    def ensure_running(self, auth: bool | None = None, wait_s: float = 60.0) -> ServerState:
+        """Use the running server or start one; safe to call from several processes at once.
+
+        `auth=None` (the default): a new home is secured, a secured one starts with authentication, an open one is
+        refused (`secure` upgrades it). `auth=True` secures an open home too. `auth=False` runs a new or open home
+        without authentication (tests, throwaway benchmarks); a secured home never loses it.
+        """
+        state = self.status()
+        if state and (state.auth or (auth is False and not self.credentials_file.exists())):
             return state
         with self._lock():
-            auth = auth or self.credentials_file.exists()
+            secure = self._wants_auth(auth)
             recorded = self._recorded()
-            if recorded and auth and not recorded.auth and _alive(recorded.pid):
+            if recorded and secure and not recorded.auth and _alive(recorded.pid):
                 # stopped without asking it first: a connection accepted just before SIGTERM stalls the shutdown
                 self._terminate(recorded, wait_s=30.0)
-            state = self.status()
-            if state:
+            if state := self.status():
                 return state
-            if auth and not self.credentials_file.exists():
-                self._provision(wait_s)
-            return self._start(auth=auth, wait_s=wait_s)
+            if secure and not self.credentials_file.exists():
+                return self._provision(wait_s)
+            return self._start(auth=secure, wait_s=wait_s)
 
-    def _provision(self, wait_s: float) -> None:
-        """Create the admin and read-only users on a briefly unauthenticated server, then stop it."""
+    def secure(self, wait_s: float = 60.0) -> ServerState:
+        """Upgrade this home to private (owner-only files, authentication) and run it; the data stays. Idempotent."""
+        return self.ensure_running(auth=True, wait_s=wait_s)
+
+    def _wants_auth(self, auth: bool | None) -> bool:
+        if self.credentials_file.exists():
+            return True
+        if auth is None and self.is_open():
+            raise DatabaseUnavailable(
+                f"the registry in {self.home} is open: its database accepts every local user without a password "
+                "(made before authentication was the default). Run `registry db secure` to require "
+                "authentication; the data stays")
+        return auth is not False
+
+    def _provision(self, wait_s: float) -> ServerState:
+        """Create the admin and read-only users on a briefly unauthenticated server, restart it with `--auth`,
+        check that nothing else happened meanwhile, and only then record it and write the credentials."""
+        import pymongo
+
+        users = {role: Credentials(name, secrets.token_urlsafe(24)) for role, (name, _) in USERS.items()}
+        since = datetime.now(UTC)
+        state = self._start(auth=False, wait_s=wait_s, record=False)
+        try:
+            with pymongo.MongoClient(state.uri, serverSelectionTimeoutMS=int(wait_s * 1000)) as client:
+                self._create_users(client, users)
+        finally:
+            self._terminate(state, wait_s=30.0, forget=False)
+        state = self._start(auth=True, wait_s=wait_s, record=False)
+        try:
+            problems = self._tampering(state, users, since, wait_s)
+        except Exception:
+            self._terminate(state, wait_s=30.0, forget=False)
+            raise
+        if problems:
+            self._terminate(state, wait_s=30.0, forget=False)
+            raise DatabaseUnavailable(
+                f"refused to secure {self.home}: while its users were set up (SecantusDB makes users only on a "
+                f"server that briefly accepts anyone) something else changed it: {'; '.join(problems)}. "
+                f"Nothing was recorded and no credentials were kept; its data is in {self.storage}")
+        _write_private(self.credentials_file, json.dumps({role: asdict(user) for role, user in users.items()}))
+        self._record(state)
+        return state
+
+    def _create_users(self, client: Any, users: dict[str, Credentials]) -> None:
+        from pymongo.errors import OperationFailure
+
+        for role, user in users.items():
+            roles = USERS[role][1]
+            try:
+                client.admin.command("createUser", user.username, pwd=user.password, roles=roles,
+                                     mechanisms=[MECHANISM])
+            except OperationFailure as exc:  # a home whose credentials file was deleted: new passwords
+                if exc.code != USER_EXISTS:
+                    raise
+                client.admin.command("updateUser", user.username, pwd=user.password, roles=roles,
+                                     mechanisms=[MECHANISM])
+
+    def _tampering(self, state: ServerState, users: dict[str, Credentials], since: datetime,
+                   wait_s: float) -> list[str]:
+        """What differs from what the set-up wrote, judged on the authenticated server, where nothing can change
+        any more: every user with its roles and mechanisms, custom roles, and every write since `since` (the
+        oplog). A password changed meanwhile shows as a failed authentication."""
         import pymongo
         from pymongo.errors import OperationFailure
 
-        state = self._start(auth=False, wait_s=wait_s, record=False)
-        users = {role: Credentials(name, secrets.token_urlsafe(24)) for role, (name, _) in USERS.items()}
-        try:
-            with pymongo.MongoClient(state.uri, serverSelectionTimeoutMS=int(wait_s * 1000)) as client:
-                for role, user in users.items():
-                    roles = USERS[role][1]
-                    try:
-                        client.admin.command("createUser", user.username, pwd=user.password, roles=roles)
-                    except OperationFailure as exc:  # a home whose credentials file was deleted: new passwords
-                        if exc.code != USER_EXISTS:
-                            raise
-                        client.admin.command("updateUser", user.username, pwd=user.password, roles=roles)
-                # anyone local could have connected during this window: only our users may exist
-                present = {u["user"] for u in client.admin.command("usersInfo")["users"]}
-                if stranger := present - {u.username for u in users.values()}:
-                    raise DatabaseUnavailable(f"unexpected database users {sorted(stranger)} appeared while "
-                                              f"{self.home} was provisioned without authentication; refusing")
-        finally:
-            self._terminate(state, wait_s=30.0)
-        tmp = self.credentials_file.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({role: asdict(user) for role, user in users.items()}, fh)
-        tmp.replace(self.credentials_file)
+        problems: list[str] = []
+        timeout = int(wait_s * 1000)
+        for role, user in users.items():
+            with pymongo.MongoClient(state.uri, username=user.username, password=user.password,
+                                     authMechanism=MECHANISM, serverSelectionTimeoutMS=timeout) as client:
+                try:
+                    client.admin.command("connectionStatus")
+                except OperationFailure as exc:
+                    problems.append(f"{user.username} cannot log in with the password just set ({exc.code})")
+        if problems:
+            return problems
+        admin = users["admin"]
+        with pymongo.MongoClient(state.uri, username=admin.username, password=admin.password,
+                                 authMechanism=MECHANISM, serverSelectionTimeoutMS=timeout, tz_aware=True) as client:
+            expected = {(name, "admin"): roles for name, roles in USERS.values()}
+            for record in client.admin["system.users"].find():
+                key = (record.get("user"), record.get("db"))
+                roles = sorted((r.get("role"), r.get("db")) for r in record.get("roles", []))
+                if key not in expected:
+                    problems.append(f"unexpected user {key[0]}@{key[1]} with roles {roles}")
+                elif roles != sorted((r["role"], r["db"]) for r in expected[key]):
+                    problems.append(f"{key[0]} has the roles {roles}")
+                elif record.get("mechanisms") != [MECHANISM]:
+                    problems.append(f"{key[0]} has the mechanisms {record.get('mechanisms')}")
+            for db in {"admin", *client.list_database_names()}:
+                if custom := [r["role"] for r in client[db].command("rolesInfo", 1)["roles"]]:
+                    problems.append(f"custom roles in {db}: {sorted(custom)}")
+            writes = sorted({entry.get("ns") or "?" for entry in client.local["oplog.rs"].find(
+                {"wall": {"$gte": since}, "op": {"$ne": "n"}}, {"ns": 1})})
+            if writes:
+                problems.append(f"writes to {', '.join(writes[:5])}")
+        return problems
 
     def _start(self, auth: bool, wait_s: float, record: bool = True) -> ServerState:
-        """Start the daemon; `record=False` (provisioning) keeps it out of the state file other commands read."""
-        self.storage.mkdir(parents=True, exist_ok=True)
-        if auth:  # the data files would bypass authentication if others could read them
-            self.storage.chmod(0o700)
+        """Start the daemon (under `_lock`, which made the home private); `record=False` (set-up) keeps it out of
+        the state file other commands read."""
+        self.storage.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         port = _free_port(self.host)
         config = self.home / "secantusd.toml"  # an empty one: no secantusd.toml elsewhere may change this server
-        config.touch()
+        config.touch(mode=PRIVATE_FILE)
         # --sync-on-commit: an acknowledged write survives a crash (SIGKILL) of the server (bench/faults.py)
         cmd = [_daemon_executable(), "--config", str(config), "--host", self.host, "--port", str(port),
                "--storage-path", str(self.storage), "--log-level", "WARNING", "--sync-on-commit"]
         if auth:
             cmd.append("--auth")
-        with open(self.log_file, "ab") as log:
+        log = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        try:  # umask 077: every file the server creates is owner-only too
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.home)
+                                    start_new_session=True, cwd=self.home, umask=0o077)
+        finally:
+            os.close(log)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -214,13 +331,14 @@ class EmbeddedServer:
                 state = ServerState(pid=proc.pid, host=self.host, port=port, storage=str(self.storage),
                                     started=time.time(), auth=auth)
                 if record:
-                    tmp = self.state_file.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(asdict(state)))
-                    tmp.replace(self.state_file)
+                    self._record(state)
                 return state
             time.sleep(0.1)
         proc.kill()
         raise DatabaseUnavailable(f"the embedded database did not start within {wait_s:.0f} s; see {self.log_file}")
+
+    def _record(self, state: ServerState) -> None:
+        _write_private(self.state_file, json.dumps(asdict(state)))
 
     def stop(self, wait_s: float = 30.0) -> bool:
         """Stop the server cleanly (SIGTERM lets WiredTiger checkpoint); True if one was running.
@@ -236,15 +354,16 @@ class EmbeddedServer:
             self._terminate(state, wait_s)
             return True
 
-    def _terminate(self, state: ServerState, wait_s: float) -> None:
-        """SIGTERM, then SIGKILL after `wait_s`; forget the state file."""
+    def _terminate(self, state: ServerState, wait_s: float, forget: bool = True) -> None:
+        """SIGTERM, then SIGKILL after `wait_s`; with `forget`, the state file goes too."""
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + wait_s
         while _alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(state.pid):
             os.kill(state.pid, signal.SIGKILL)
-        self.state_file.unlink(missing_ok=True)
+        if forget:
+            self.state_file.unlink(missing_ok=True)
 
     def _log_tail(self, lines: int = 3) -> str:
         try:

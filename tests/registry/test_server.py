@@ -7,7 +7,8 @@ from registry.db.server import EmbeddedServer
 
 
 def _start(home):
-    code = "import sys; from registry.db.server import EmbeddedServer; print(EmbeddedServer(sys.argv[1]).ensure_running().port)"
+    code = ("import sys; from registry.db.server import EmbeddedServer; "
+            "print(EmbeddedServer(sys.argv[1]).ensure_running(auth=False).port)")
     return subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, text=True)
 
 
@@ -31,10 +32,10 @@ def test_two_commands_starting_at_once_share_one_server(tmp_path):
 
 def test_data_survives_a_restart(tmp_path):
     server = EmbeddedServer(tmp_path)
-    uri = server.ensure_running().uri
+    uri = server.ensure_running(auth=False).uri
     pymongo.MongoClient(uri).t.c.insert_one({"kept": True})
     server.stop()
-    uri = server.ensure_running().uri
+    uri = server.ensure_running(auth=False).uri
     try:
         assert pymongo.MongoClient(uri).t.c.find_one({"kept": True}) is not None
     finally:

@@ -85,7 +85,7 @@ def test_kill_9_anywhere_in_the_chain_then_rerun_ends_as_an_uninterrupted_run(se
 def test_the_database_stopped_mid_build_is_one_error_line_and_loses_nothing(tmp_path, validate_reference):
     reference = validate_reference.state
     server = EmbeddedServer(tmp_path / "home")
-    reg = clone(validate_reference.registry, server.ensure_running().uri)
+    reg = clone(validate_reference.registry, server.ensure_running(auth=False).uri)
     env = cli_env()
     try:
         proc = subprocess.Popen(registry_cmd("--db", reg.uri, "build", "validate", "--top", "0"),
@@ -101,7 +101,7 @@ def test_the_database_stopped_mid_build_is_one_error_line_and_loses_nothing(tmp_
         [line] = error_lines(stderr)
         assert line.startswith("error: ")
 
-        reg = Registry(f"{server.ensure_running().uri}{reg.database}")
+        reg = Registry(f"{server.ensure_running(auth=False).uri}{reg.database}")
         assert reg.count() == 150
         assert written <= {d["registry_id"] for d in reg.find(collection="validated", fields=["registry_id"])}
         assert_consistent(reg, ("structures", *VALIDATE))
@@ -116,14 +116,14 @@ def test_acknowledged_writes_survive_a_crash_of_the_embedded_server(tmp_path):
     acknowledged single inserts (bench/faults.py)."""
     server = EmbeddedServer(tmp_path / "home")
     try:
-        client = pymongo.MongoClient(server.ensure_running().uri, serverSelectionTimeoutMS=5000)
+        client = pymongo.MongoClient(server.ensure_running(auth=False).uri, serverSelectionTimeoutMS=5000)
         coll = client.durable.docs
         for i in range(300):
             coll.insert_one({"i": i})  # each acknowledged before the next is sent
         os.kill(server.status().pid, signal.SIGKILL)
         client.close()
         time.sleep(0.5)
-        with pymongo.MongoClient(server.ensure_running().uri, serverSelectionTimeoutMS=5000) as again:
+        with pymongo.MongoClient(server.ensure_running(auth=False).uri, serverSelectionTimeoutMS=5000) as again:
             assert again.durable.docs.count_documents({}) == 300
     finally:
         server.stop()

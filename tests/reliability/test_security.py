@@ -8,8 +8,13 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import os
 import re
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import mongoengine
@@ -47,10 +52,10 @@ def invoke(*args: str, env: dict[str, str | None]):
 
 @pytest.fixture(scope="module")
 def auth_home(tmp_path_factory):
-    """A home started with `registry db start --auth`, holding the four sample CIFs; its start output."""
+    """A home started with a plain `registry db start` (private by default), holding the four sample CIFs."""
     home = tmp_path_factory.mktemp("auth") / "home"
     env = {"REGISTRY_HOME": str(home)}
-    started = invoke("db", "start", "--auth", env=env)
+    started = invoke("db", "start", env=env)
     assert started.exit_code == 0, started.output
     assert invoke("ingest", str(SAMPLE_CIFS), env=env).exit_code == 0
     yield home, env, started
@@ -72,11 +77,15 @@ def assert_no_secret(home: Path, *texts: str) -> None:
             assert secret not in text
 
 
-def test_db_start_auth_creates_users_and_says_where_their_passwords_are(auth_home):
+def modes(home: Path) -> set[tuple[str, int]]:
+    """The permission bits of the home and everything in it, as (kind, mode)."""
+    return {("dir" if p.is_dir() else "file", stat.S_IMODE(p.stat().st_mode)) for p in (home, *home.rglob("*"))}
+
+
+def test_db_start_creates_users_and_says_where_their_passwords_are(auth_home):
     home, env, started = auth_home
     assert "credentials.json (mode 0600)" in started.stdout
-    assert stat.S_IMODE((home / "credentials.json").stat().st_mode) == 0o600
-    assert stat.S_IMODE((home / "db").stat().st_mode) == 0o700
+    assert modes(home) == {("dir", 0o700), ("file", 0o600)}
     status = invoke("db", "status", env=env)
     assert "authentication required" in status.stdout
     assert_no_secret(home, started.output, status.output,
@@ -143,30 +152,137 @@ def test_reports_and_bundles_never_carry_credentials(auth_home, tmp_path):
     assert EmbeddedServer(home).credentials("admin").password not in repr(EmbeddedServer(home).credentials("admin"))
 
 
-def test_auth_survives_a_plain_restart_and_a_running_server_can_be_switched_to_it(tmp_path):
-    server = EmbeddedServer(tmp_path / "home")
-    plain = server.ensure_running()
-    assert not plain.auth
-    secured = server.ensure_running(auth=True)
-    assert secured.auth and secured.pid != plain.pid
+def test_an_open_home_is_refused_until_db_secure_and_keeps_its_data(tmp_path):
+    """A home made before authentication was the default (here: started with auth=False, its files left 0755
+    and 0644 as an older registry did) is refused with one line; `registry db secure` upgrades it in place."""
+    home = tmp_path / "home"
+    server = EmbeddedServer(home)
+    with pymongo.MongoClient(server.ensure_running(auth=False).uri) as client:
+        client.registry.structures.insert_one({"registry_id": "kept"})
     server.stop()
-    assert server.ensure_running().auth, "a home once started with auth never starts without it"
+    home.chmod(0o755)
+    (home / "server.log").chmod(0o644)
+    env = {"REGISTRY_HOME": str(home)}
+    refused = invoke("stats", env=env)
+    assert refused.exit_code == 2
+    [line] = error_lines(refused.stderr)
+    assert "is open" in line and "registry db secure" in line
+    secured = invoke("db", "secure", env=env)
+    assert secured.exit_code == 0 and "authentication required" in secured.stdout, secured.output
+    assert modes(home) == {("dir", 0o700), ("file", 0o600)}
+    assert Registry(home=home).find(fields=["registry_id"]) == [{"registry_id": "kept"}]
+    assert invoke("db", "secure", env=env).exit_code == 0  # idempotent
+    server.stop()
+    assert server.ensure_running().auth, "a home once secured never starts without authentication"
+    assert server.ensure_running(auth=False).auth
     with pymongo.MongoClient(server.status().uri, serverSelectionTimeoutMS=3000) as client:
         with pytest.raises(OperationFailure):
             client.registry.structures.find_one()
     server.stop()  # with no client connected: SecantusDB can stall its shutdown while one is
 
 
-def test_a_user_slipped_in_while_users_are_provisioned_is_refused(tmp_path):
-    """Provisioning runs briefly without authentication: a user that appears then (here: made beforehand)
-    would keep root access, so the start is refused instead."""
+def test_two_commands_starting_a_new_home_at_once_secure_it_once(tmp_path):
+    code = ("import sys; from registry.db.client import Registry; r = Registry(home=sys.argv[1]); "
+            "r.collection('c').insert_one({}); print(r.uri)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "home")], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT) for _ in range(2)]
+    uris = {p.communicate(timeout=180)[0].strip() for p in procs}
     server = EmbeddedServer(tmp_path / "home")
-    with pymongo.MongoClient(server.ensure_running().uri) as client:
-        client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
-    server.stop()
-    with pytest.raises(DatabaseUnavailable, match="intruder"):
-        server.ensure_running(auth=True)
+    try:
+        assert [p.returncode for p in procs] == [0, 0] and len(uris) == 1
+        assert Registry(home=tmp_path / "home").count(collection="c") == 2
+    finally:
+        server.stop()
+
+
+def _meddling(what: str):
+    """What another local user could do in the moment SecantusDB needs to create users without authentication."""
+    def meddle(client: pymongo.MongoClient) -> None:
+        if what == "planted document":
+            client.registry.structures.insert_one({"registry_id": "planted", "e_above_hull": -9.99})
+        elif what == "reader made root":
+            client.admin.command("updateUser", USERS["reader"][0], roles=[{"role": "root", "db": "admin"}])
+        elif what == "extra user":
+            client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+        elif what == "password changed":
+            client.admin.command("updateUser", USERS["admin"][0], pwd="known-to-the-intruder")
+    return meddle
+
+
+@pytest.mark.parametrize("what", ["planted document", "reader made root", "extra user", "password changed"])
+def test_the_set_up_race_is_detected_and_refused(tmp_path, monkeypatch, what):
+    """Users are created on a server that accepts anyone for a moment: whatever someone else does then is found
+    on the authenticated server afterwards, and the start is refused with no credentials kept."""
+    create_users = EmbeddedServer._create_users
+
+    def create_then_meddle(self, client, users):
+        create_users(self, client, users)
+        _meddling(what)(client)
+
+    monkeypatch.setattr(EmbeddedServer, "_create_users", create_then_meddle)
+    server = EmbeddedServer(tmp_path / "home")
+    with pytest.raises(DatabaseUnavailable, match="refused to secure") as refused:
+        server.ensure_running()
+    assert "\n" not in str(refused.value)
     assert not server.credentials_file.exists() and server.status() is None
+
+
+ATTACKER = """
+import json, os, sys
+import pymongo
+home, port = sys.argv[1], int(sys.argv[2])
+seen = {}
+for name in ("", "credentials.json", "server.json", "server.log", "db/WiredTiger.wt"):
+    try:
+        os.listdir(home) if not name else open(os.path.join(home, name), "rb").read(1)
+        seen[name or "listing"] = "read"
+    except PermissionError:
+        seen[name or "listing"] = "denied"
+client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=3000)
+for what, attempt in (("find", lambda: client.registry.structures.find_one()),
+                      ("insert", lambda: client.registry.structures.insert_one({"planted": True}))):
+    try:
+        attempt()
+        seen[what] = "done"
+    except pymongo.errors.OperationFailure as exc:
+        seen[what] = exc.code
+print(json.dumps(seen))
+"""
+
+
+def as_nobody(*args: str, **env: str) -> subprocess.CompletedProcess:
+    env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT), HOME="/tmp", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, *args],
+                          capture_output=True, text=True, env=env, timeout=120, cwd="/tmp")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_another_unix_user_can_neither_read_nor_query_a_default_registry():
+    """As `nobody`, knowing the home and the port (both can be found): no file can be read, the database refuses
+    every command, and `registry` says in one line whose home it is. The same attacker reads an open server, so
+    the test can fail."""
+    parent = Path(tempfile.mkdtemp(prefix="registry-shared-"))
+    parent.chmod(0o755)  # a folder everyone can enter, as a home under a project folder usually is
+    private, open_ = EmbeddedServer(parent / "private"), EmbeddedServer(parent / "open")
+    try:
+        state = private.ensure_running()
+        attack = as_nobody("-c", ATTACKER, str(private.home), str(state.port))
+        assert json.loads(attack.stdout) == {"listing": "denied", "credentials.json": "denied",
+                                             "server.json": "denied", "server.log": "denied",
+                                             "db/WiredTiger.wt": "denied", "find": 13, "insert": 13}, attack.stderr
+        command = as_nobody("-m", "cli", "stats", REGISTRY_HOME=str(private.home))
+        assert command.returncode == 2
+        [line] = error_lines(command.stderr)
+        assert "belongs to another user" in line
+        assert Registry(home=private.home).count({"planted": True}) == 0
+
+        opened = open_.ensure_running(auth=False)
+        control = json.loads(as_nobody("-c", ATTACKER, str(open_.home), str(opened.port)).stdout)
+        assert control["find"] == "done" and control["insert"] == "done"
+    finally:
+        private.stop()
+        open_.stop()
+        shutil.rmtree(parent)
 
 
 # --- TLS ---
