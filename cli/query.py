@@ -10,8 +10,10 @@ from typing import Any
 import click
 from bson import json_util
 from pydash import get
+from pymongo.errors import ExecutionTimeout
 
 from cli.main import Context, pass_context
+from registry.db.guard import MAX_DEPTH, check_filter
 from registry.db.stores import COLLECTIONS
 from registry.errors import RegistryError
 
@@ -43,8 +45,11 @@ def parse_filter(text: str) -> dict[str, Any]:
         value = json_util.loads(text)
     except ValueError as exc:
         raise RegistryError(f"FILTER is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RegistryError(f"FILTER is nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(value, dict):
         raise RegistryError("FILTER must be a JSON object, e.g. '{\"elements\": \"O\"}'")
+    check_filter(value)
     return value
 
 
@@ -67,8 +72,12 @@ def query(ctx: Context, filter: str, collection: str, fields: str | None, sort: 
           fmt: str) -> None:
     """Find documents with a Mongo FILTER in JSON, e.g. registry query '{"elements": {"$all": ["Mn", "O"]}}'."""
     names = [f.strip() for f in fields.split(",")] if fields else DEFAULT_FIELDS.get(collection)
-    rows = ctx.registry.find(parse_filter(filter), collection=collection, fields=names, sort=parse_sort(sort),
-                             limit=limit)
+    bound = ctx.settings.query_timeout_ms
+    try:
+        rows = ctx.registry.find(parse_filter(filter), collection=collection, fields=names, sort=parse_sort(sort),
+                                 limit=limit, max_time_ms=bound)
+    except ExecutionTimeout:
+        raise RegistryError(f"the query ran past {bound} ms (REGISTRY_QUERY_TIMEOUT_MS); narrow the filter") from None
     if fmt == "json":
         click.echo(json_util.dumps(rows, indent=1))
     elif fmt == "csv":

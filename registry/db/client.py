@@ -11,10 +11,10 @@ from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection as MongoCollection
 from pymongo.errors import PyMongoError
 
-from registry.db.config import Settings, database_name, redact
+from registry.db.config import Settings, check_uri, database_name, redact
 from registry.db.server import EmbeddedServer
 from registry.db.stores import COLLECTIONS, RegistryStore, make_store
-from registry.errors import DatabaseUnavailable
+from registry.errors import DatabaseUnavailable, RegistryError
 
 
 class Registry:
@@ -37,6 +37,7 @@ class Registry:
         self._client_options: dict[str, Any] = {"serverSelectionTimeoutMS": self.settings.timeout_ms,
                                                 "retryWrites": True, **self.settings.client_options()}
         if self.settings.db_uri:
+            check_uri(self.settings.db_uri)
             self.uri = self.settings.db_uri
         else:
             server = EmbeddedServer(self.settings.home)
@@ -91,17 +92,23 @@ class Registry:
 
     def find(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
              fields: list[str] | None = None, sort: list[tuple[str, int]] | None = None,
-             limit: int = 0) -> list[dict[str, Any]]:
+             limit: int = 0, max_time_ms: int | None = None) -> list[dict[str, Any]]:
+        """`max_time_ms`: the server stops the query after this long (a user's query: `settings.query_timeout_ms`;
+        with `registry.db.guard.check_filter`, one user cannot hold the server)."""
+        if not 0 <= limit < 2**63:  # BSON's int64: a larger one ends in pymongo's OverflowError
+            raise RegistryError(f"limit {limit} is out of range (0 for all, else at most {2**63 - 1})")
         projection = {f: 1 for f in fields} if fields else None
         if projection is not None and "_id" not in projection:
             projection["_id"] = 0
-        cursor = self.collection(collection).find(dict(filter or {}), projection)
+        cursor = self.collection(collection).find(dict(filter or {}), projection, max_time_ms=max_time_ms)
         if sort:
             cursor = cursor.sort(sort)
         return list(cursor.limit(limit))
 
-    def count(self, filter: Mapping[str, Any] | None = None, collection: str = "structures") -> int:
-        return self.collection(collection).count_documents(dict(filter or {}))
+    def count(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
+              max_time_ms: int | None = None) -> int:
+        options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
+        return self.collection(collection).count_documents(dict(filter or {}), **options)
 
     def stats(self) -> dict[str, Any]:
         """Counts per collection, and for structures per origin kind and source."""

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mongoengine
@@ -25,13 +26,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from bson.regex import Regex
 from pymongo.errors import OperationFailure
 
 from cli.main import cli
 from registry.db.client import Registry
 from registry.db.config import Settings
+from registry.db.guard import check_filter
 from registry.db.server import USERS, EmbeddedServer
-from registry.errors import DatabaseUnavailable
+from registry.errors import DatabaseUnavailable, RegistryError
 from registry.io.dft import read_results
 from registry.io.readers import read_path
 from registry.output.bundle import BundleError, export_set, import_bundle
@@ -283,6 +286,73 @@ def test_another_unix_user_can_neither_read_nor_query_a_default_registry():
         private.stop()
         open_.stop()
         shutil.rmtree(parent)
+
+
+# --- bounded queries, and error paths that must stay one line ---
+
+def one_error_line(result) -> str:
+    """The single error line of a refused command, which must not be a traceback (click's usage errors add their
+    usage lines above it)."""
+    assert isinstance(result.exception, SystemExit) and result.exit_code in (1, 2), result.output
+    [line] = [line for line in error_lines(result.stderr) if line.lower().startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize("pattern", ["(A+)+B", "(A*)*B", "(a|aa)+$", "((ab)*)+", "(?:x+){2,}", "(\\d+)*$"])
+def test_a_backtracking_regex_is_refused(pattern):
+    with pytest.raises(RegistryError, match="refused"):
+        check_filter({"$or": [{"raw": {"$regex": pattern}}]})
+    with pytest.raises(RegistryError, match="refused"):
+        check_filter({"raw": {"$in": [Regex(pattern)]}})
+
+
+@pytest.mark.parametrize("pattern", ["^Mn", "A+B", "(AB)+", "[(+]+x", "\\(a+\\)+", "(a|b)?", "^run:[0-9]+$", "a{2,}b+"])
+def test_an_ordinary_regex_passes(pattern):
+    check_filter({"raw": {"$regex": pattern}, "formula_pretty": Regex(pattern)})
+
+
+def test_the_pathological_query_is_refused_before_it_reaches_the_server(db_uri):
+    """`(A+)+B` on 30 A's holds SecantusDB for over a minute (every client waits; maxTimeMS does not stop one
+    match: measured, docs/security.md), so it must never be sent."""
+    Registry(db_uri).collection("rejects").insert_one({"raw": "A" * 30})
+    started = time.monotonic()
+    result = invoke("--db", db_uri, "query", '{"raw": {"$regex": "(A+)+B"}}', "-c", "rejects", env={})
+    assert "nested quantifiers" in one_error_line(result)
+    with pymongo.MongoClient(db_uri, serverSelectionTimeoutMS=2000) as client:
+        client.admin.command("ping")
+    assert time.monotonic() - started < 30
+
+
+def test_a_long_query_is_stopped_by_the_server_time_limit(db_uri):
+    Registry(db_uri).collection("structures").insert_many([{"registry_id": str(i), "x": "y" * 200}
+                                                           for i in range(20_000)])
+    result = invoke("--db", db_uri, "query", '{"x": {"$regex": "z"}}', "--limit", "0",
+                    env={"REGISTRY_QUERY_TIMEOUT_MS": "50"})
+    assert result.exit_code == 2 and "ran past 50 ms" in one_error_line(result)
+    assert invoke("--db", db_uri, "query", '{"x": {"$regex": "z"}}', env={}).exit_code == 0  # default: 5 s
+
+
+@pytest.mark.parametrize("args", [
+    ("query", '{"a":' * 10_000 + "1" + "}" * 10_000),
+    ("query", '{"a":' * 150 + "1" + "}" * 150),
+    ("query", "{}", "--limit", "1e20"),
+    ("query", "{}", "--limit", str(10**20)),
+], ids=["10000 levels", "150 levels", "limit 1e20", "limit 10**20"])
+def test_a_hostile_query_is_one_line(db_uri, args):
+    one_error_line(invoke("--db", db_uri, *args, env={}))
+
+
+@pytest.mark.parametrize("uri", [
+    "MongoDB://alice:s3cretpw@localhost/", "mongodb:/alice:s3cretpw@localhost/", "http://alice:s3cretpw@localhost/",
+    "mongodb://al@ice:s3c@retpw@localhost/", "mongodb://alice:s3c/retpw@localhost/",
+    "mongodb://alice:s3cretpw@localhost:99999/", "mongodb://alice:s3cretpw@localhost/?readPreference=bogus",
+])
+def test_a_malformed_uri_is_one_line_exit_2_that_never_shows_the_password(uri):
+    result = invoke("--db", uri, "stats", env={})
+    line = one_error_line(result)
+    assert result.exit_code == 2 and line.startswith("error: bad database URI")
+    for secret in ("s3cretpw", "s3c", "retpw", "alice"):
+        assert secret not in result.output
 
 
 # --- TLS ---
