@@ -32,7 +32,7 @@ class StageReport:
         self.processed += 1
         if doc.get("state") == "failed":
             self.failed += 1
-            reason = str(doc.get("error") or "unknown")[:80]
+            reason = " ".join(str(doc.get("error") or "unknown").split())  # whole: the CLI wraps it
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 

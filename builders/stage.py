@@ -81,7 +81,7 @@ class StageBuilder(Builder):
         self.gate, self.gate_query, self.order_by = gate, dict(gate_query or {}), order_by
         self.projection = projection
         self.total: int | None = None
-        self.skipped = 0  # in scope and up to date
+        self.skipped = 0  # target documents in scope and up to date (the unit `processed` counts in)
         self.gated = 0  # held back by the gate
         self.n_groups = 0
         self.source_groups: dict[str, tuple[set[str], datetime | None]] = {}
@@ -166,8 +166,10 @@ class StageBuilder(Builder):
         scope = self.target_scope()
         if self.group_field in self.query:  # a prechunk's split: only its own groups
             scope = {**scope, self.group_field: self.query[self.group_field]}
+        documents: dict[str, int] = {}
         for d in self.target.query(criteria=scope, properties=fields):
             g = d.get(tgroup)
+            documents[g] = documents.get(g, 0) + 1
             members, seen, same = built.get(g, (set(), None, True))
             if self.members_field:
                 value = d.get(self.members_field) or []
@@ -187,6 +189,7 @@ class StageBuilder(Builder):
                 stale.add(g)
         if set(self.query) <= {self.group_field}:  # a group whose sources all went: rebuilding it deletes it
             stale |= {g for g in built if g not in groups}
+        self.skipped = sum(n for g, n in documents.items() if g in groups and g not in stale)
         return sorted(stale)
 
     def _admit(self, groups: list[str]) -> list[str]:
@@ -229,7 +232,6 @@ class StageBuilder(Builder):
             return
         stale = self.stale_groups()
         groups = self._admit(stale)
-        self.skipped = self.n_groups - len(stale)
         self.total = ceil(len(groups) / self.batch_size)
         self.logger.info(f"{type(self).__name__}: {len(groups)} stale groups of {self.n_groups}")
         field = self.group_field
@@ -287,9 +289,16 @@ class StageBuilder(Builder):
                 "build_id": self._build_id(), "stage": self.stage, "target": self.target.collection_name,
                 # a second of margin: a write stamped just before the start still counts as a change
                 "started_at": self._started - timedelta(seconds=1), "finished_at": datetime.now(UTC),
-                "counts": self._counts(), "n_groups": self.n_groups, "skipped": self.n_groups - self.gated,
+                "counts": self._counts(), "n_groups": self.n_groups, "skipped": self._built_documents(),
                 "gated": self.gated}, upsert=True)
         super().finalize()
+
+    def _built_documents(self) -> int:
+        """Target documents in this build's scope: what the next build finds up to date if nothing changes."""
+        scope = self.target_scope()
+        if self.group_field in self.query:
+            scope = {**scope, self.group_field: self.query[self.group_field]}
+        return self.target._collection.count_documents(scope)
 
     def _sources_updated(self, group: str, docs: list[dict], joined: dict[str, dict[str, dict]]) -> datetime | None:
         lu, dep = self.source.last_updated_field, self.dependency_field

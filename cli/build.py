@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import click
 
 from builders.chain import STAGES, TARGETS, BuildOptions, build
 from builders.run import StageReport
+from cli.display import print_table, terminal_width
 from cli.main import Context, pass_context
-from cli.query import parse_filter, print_table
+from cli.query import parse_filter
 from cli.references import echo_load
 from registry.science.criteria import PRESETS, WORKING_IONS
 
@@ -16,13 +19,18 @@ TOP_FIELDS = ["formula_pretty", "origin_kind", "passed", "score", "values.format
 
 
 def _print(report: StageReport, database: str) -> None:
-    line = (f"{report.stage:<10} processed {report.processed:>6}  failed {report.failed:>5}  "
-            f"up to date {report.skipped:>6}  held back {report.gated:>6}  -> {database}.{TARGETS[report.stage]}")
-    if report.processed == 0:
-        line += "  (nothing new)"
-    click.echo(line)
+    """One line per stage. Every count is of the stage's documents (structures, or candidates of a preset and ion),
+    so a re-run with nothing changed reports as up to date what the first run processed; held back: items the
+    stage's gate stopped (e.g. over the E_hull limit)."""
+    click.echo(f"{report.stage:<10} processed {report.processed} (failed {report.failed}), up to date "
+               f"{report.skipped}, held back {report.gated} -> {database}.{TARGETS[report.stage]}")
+    indent = " " * 18
     for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1])[:5]:
-        click.echo(f"    failed {n:>5}  {reason}")
+        lines = textwrap.wrap(reason, terminal_width() - len(indent), break_on_hyphens=False, max_lines=4,
+                              placeholder=" [...]")
+        click.echo(f"    failed {n:>5}  {lines[0]}")
+        for more in lines[1:]:
+            click.echo(indent + more)
 
 
 @click.command("build")

@@ -112,7 +112,8 @@ def substitute(ctx: Context, query: str | None, prototypes: tuple[Path, ...], th
     def counts() -> str:
         c = generator.counts
         return (f"frameworks {c.frameworks}: skipped {c.skipped}, without a substitution above the threshold "
-                f"{c.barren}; candidates {c.candidates}: new structures {c.outputs}, rejected {c.rejected}, "
+                f"{c.barren}; candidates {c.candidates}: kept {c.outputs} (written below: new, or unchanged on a "
+                f"re-run), rejected {c.rejected}, "
                 f"duplicates {c.duplicates}, beyond --max-per-parent {c.capped}")
 
     run_and_report(ctx, generator, counts)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
 from cli.main import Context, pass_context
 from registry.errors import RegistryError
-from registry.io.ingest import Ingestor, IngestReport
-from registry.io.readers import iter_input_files, read_mp_api, read_path
-from registry.io.records import Record
-from schemas.structure import OriginKind
+
+if TYPE_CHECKING:
+    from registry.io.ingest import IngestReport
+    from registry.io.records import Record
+
+# schemas.structure's OriginKind, spelled out: importing it takes seconds, and a missing path should fail at once
+ORIGIN_KINDS = ["mined", "generated", "dft"]
 
 
 def print_report(report: IngestReport, where: str) -> None:
@@ -37,7 +40,7 @@ def _mp_client():
 @click.command("ingest")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--source", help="Source name stored in origin.source (default: the file type, e.g. csv or cif).")
-@click.option("--kind", type=click.Choice([k.value for k in OriginKind]), default="mined", show_default=True,
+@click.option("--kind", type=click.Choice(ORIGIN_KINDS), default="mined", show_default=True,
               help="Known structures are 'mined'; structures from a generator are 'generated'.")
 @click.option("--mp-api", "mp_api", is_flag=True, help="Query the Materials Project API (needs MP_API_KEY).")
 @click.option("--elements", help="With --mp-api: comma-separated elements every material must contain.")
@@ -54,6 +57,12 @@ def ingest(ctx: Context, paths: tuple[Path, ...], source: str | None, kind: str,
     for path in paths:
         if not path.exists():
             raise RegistryError(f"{path}: no such file or folder")
+    from tqdm import tqdm
+
+    from registry.io.ingest import Ingestor
+    from registry.io.readers import iter_input_files, read_mp_api, read_path
+    from schemas.structure import OriginKind
+
     reg = ctx.registry
     ingestor = Ingestor(reg)
 

@@ -7,12 +7,13 @@ import sys
 from typing import Any
 
 import click
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from registry.db.config import Settings, redact
-from registry.errors import RegistryError
+from registry.errors import DatabaseError, RegistryError
 
-EXIT_ERROR = 2
+EXIT_USER_ERROR = 1  # a mistake in the command: bad option, filter, path, set name
+EXIT_DATABASE_ERROR = 2  # the database cannot be reached, or failed or refused the work
 
 
 # Subcommands are imported when used: the science stack takes seconds to import, `registry --help` should not.
@@ -32,9 +33,16 @@ COMMANDS = {
 }
 
 
+def server_message(exc: PyMongoError) -> str:
+    """What the server said, without its raw reply ($clusterTime, signatures) or pymongo's timeout details."""
+    if isinstance(exc, OperationFailure) and isinstance(exc.details, dict) and exc.details.get("errmsg"):
+        return str(exc.details["errmsg"])
+    return str(exc).split(", full error:")[0].split(", Timeout:")[0].split(" (configured timeouts")[0]
+
+
 class RegistryGroup(click.Group):
-    """Loads subcommands lazily, and turns expected failures (database down, bad input) into one line on
-    stderr and exit code 2."""
+    """Loads subcommands lazily, and turns expected failures into one line on stderr: exit code 1 for a user
+    error (click's usage errors included), 2 when the database cannot be reached or fails."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
@@ -49,17 +57,32 @@ class RegistryGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USER_ERROR
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's bad option or argument
+            exc.exit_code = EXIT_USER_ERROR
+            raise
+        except DatabaseError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_DATABASE_ERROR)
         except RegistryError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except PyMongoError as exc:
             settings = ctx.obj.settings if isinstance(ctx.obj, Context) else None
             where = f" at {redact(settings.db_uri)}" if settings and settings.db_uri else ""
-            first = redact(str(exc)).split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
+            first = redact(server_message(exc))[:300]
             click.echo(f"error: database{where} failed: {type(exc).__name__}: {first}", err=True)
-        sys.exit(EXIT_ERROR)
+            sys.exit(EXIT_DATABASE_ERROR)
 
 
 class Context:

@@ -3,41 +3,34 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from typing import Any
 
 import click
 from bson import json_util
 from pydash import get
-from pymongo.errors import ExecutionTimeout
+from pymongo.errors import ExecutionTimeout, OperationFailure
 
-from cli.main import Context, pass_context
+from cli.display import full, print_table
+from cli.main import Context, pass_context, server_message
 from registry.db.guard import MAX_DEPTH, check_filter
 from registry.db.stores import COLLECTIONS
-from registry.errors import RegistryError
+from registry.errors import DatabaseError, RegistryError
 
 DEFAULT_FIELDS = {
     "structures": ["registry_id", "formula_pretty", "nsites", "origin.kind", "origin.source", "origin.source_id"],
+    "candidates": ["formula_pretty", "preset", "ion", "passed", "score", "values.e_above_hull", "values.band_gap",
+                   "values.free_sphere", "registry_id"],
+    "funnel": ["formula_pretty", "preset", "ion", "left_at", "reason"],
 }
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list | dict):
-        return json.dumps(value, default=str)[:60]
-    return "" if value is None else str(value)
-
-
-def print_table(rows: list[dict[str, Any]], fields: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*fields)
-    for row in rows:
-        table.add_row(*(_cell(get(row, f)) for f in fields))
-    Console().print(table)
+DEFAULT_SORT = {
+    "candidates": [("passed", -1), ("score", -1)],  # the rank stage's order
+    "funnel": [("left_at", 1), ("formula_pretty", 1)],
+}
+FIRST = ["registry_id", "formula_pretty", "state"]  # lead a collection without default fields
+SHOWN = 8  # fields shown by default for a collection without defaults
+# server error codes that are the server's state, not the filter's fault: exit 2, not 1
+SERVER_SIDE = {6, 7, 13, 18, 50, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
 
 
 def parse_filter(text: str) -> dict[str, Any]:
@@ -60,34 +53,57 @@ def parse_sort(text: str | None) -> list[tuple[str, int]] | None:
     return [(f.lstrip("-+"), -1 if f.startswith("-") else 1) for f in text.split(",") if f.strip()]
 
 
+def refused(exc: OperationFailure) -> RegistryError | None:
+    """The user's error when the server refused a filter or sort (unknown operator, bad regex); None when the
+    failure is the server's (shutting down, not authorized)."""
+    return None if exc.code in SERVER_SIDE else RegistryError(f"the database refused the query: {server_message(exc)}")
+
+
+def unknown_fields(ctx: Context, collection: str, names: list[str]) -> list[str]:
+    """Fields no document of the collection has: most likely a typo (the query still runs)."""
+    return [n for n in dict.fromkeys(names) if not ctx.registry.count({n: {"$exists": True}}, collection=collection)]
+
+
 @click.command("query")
 @click.argument("filter", default="{}")
 @click.option("--collection", "-c", default="structures", show_default=True, type=click.Choice(sorted(COLLECTIONS)))
-@click.option("--fields", "-f", help="Comma-separated (dotted) fields to show.")
-@click.option("--sort", "-s", help="Comma-separated fields, '-' for descending, e.g. -score.")
+@click.option("--fields", "-f", help="Comma-separated (dotted) fields to show (default: a few per collection).")
+@click.option("--sort", "-s", help="Comma-separated fields, '-' for descending, e.g. -score "
+              "(default: candidates by -passed,-score; funnel by left_at,formula_pretty).")
 @click.option("--limit", "-n", default=20, show_default=True, help="0 for all.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="table: fits the terminal; json and csv: full values.")
 @pass_context
 def query(ctx: Context, filter: str, collection: str, fields: str | None, sort: str | None, limit: int,
           fmt: str) -> None:
     """Find documents with a Mongo FILTER in JSON, e.g. registry query '{"elements": {"$all": ["Mn", "O"]}}'."""
-    names = [f.strip() for f in fields.split(",")] if fields else DEFAULT_FIELDS.get(collection)
-    bound = ctx.settings.query_timeout_ms
+    names = [f.strip() for f in fields.split(",") if f.strip()] if fields else DEFAULT_FIELDS.get(collection)
+    order = parse_sort(sort) if sort else DEFAULT_SORT.get(collection)
+    where = parse_filter(filter)
+    for name in unknown_fields(ctx, collection, [*(names if fields else []), *(f for f, _ in parse_sort(sort) or [])]):
+        click.echo(f"warning: no document in {collection} has a field {name!r}", err=True)
     try:
-        rows = ctx.registry.find(parse_filter(filter), collection=collection, fields=names, sort=parse_sort(sort),
-                                 limit=limit, max_time_ms=bound)
+        bound = ctx.settings.query_timeout_ms
+        rows = ctx.registry.find(where, collection=collection, fields=names, sort=order, limit=limit, max_time_ms=bound)
+        total = ctx.registry.count(where, collection, bound) if limit and len(rows) == limit else len(rows)
     except ExecutionTimeout:
-        raise RegistryError(f"the query ran past {bound} ms (REGISTRY_QUERY_TIMEOUT_MS); narrow the filter") from None
+        raise DatabaseError(f"the query ran past {bound} ms (REGISTRY_QUERY_TIMEOUT_MS); narrow the filter") from None
+    except OperationFailure as exc:
+        raise refused(exc) or exc from None
     if fmt == "json":
         click.echo(json_util.dumps(rows, indent=1))
-    elif fmt == "csv":
-        names = names or sorted({k for r in rows for k in r if k != "_id"})
-        writer = csv.writer(sys.stdout)
+        return
+    names = names or [*(f for f in FIRST if any(f in r for r in rows)),
+                      *sorted({k for r in rows for k in r if k != "_id"} - set(FIRST))]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
-        writer.writerows([[_cell(get(r, f)) for f in names] for r in rows])
-    else:
-        print_table(rows, names or sorted({k for r in rows for k in r if k != "_id"})[:8])
-        click.echo(f"{len(rows)} document(s) from {ctx.registry.database}.{collection}", err=True)
+        writer.writerows([[full(get(r, f)) for f in names] for r in rows])
+        return
+    print_table(rows, names[:SHOWN] if not fields and collection not in DEFAULT_FIELDS else names)
+    shown = f"{len(rows)} of {total} shown (--limit {limit}; --limit 0 for all)" if total > len(rows) \
+        else f"{len(rows)} document(s)"
+    click.echo(f"{shown} from {ctx.registry.database}.{collection}", err=True)
 
 
 @click.command("stats")

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import click
 
+from cli.display import print_table
 from cli.main import Context, pass_context
-from cli.query import parse_filter, print_table
+from cli.query import parse_filter
+from registry.errors import RegistryError
 from registry.science.criteria import PRESETS, WORKING_IONS
 
 MEMBER_FIELDS = ["registry_id", "formula", "passed", "score", "e_above_hull", "band_gap", "free_sphere", "admits",
                  "note"]
+# a version's change, as `sets show` says it: "created by ana"
+DONE = {"create": "created", "refresh": "refreshed", "add": "members added", "note": "notes changed",
+        "remove": "members removed", "import": "imported"}
 AUTHOR = click.option("--author", envvar="REGISTRY_AUTHOR", help="Who made the change (default: $REGISTRY_AUTHOR).")
 
 
@@ -46,8 +51,15 @@ def create(ctx: Context, name: str, query: str, preset: str, ion: str, top: int 
 
     s = create_set(ctx.registry, name, parse_filter(query), preset=preset, ion=ion, top=top, description=description,
                    author=author)
-    _show_members(members(s), f"created set {name} (version 1, {preset} preset, {ion}): "
-                              f"{len(members(s))} member(s)")
+    chosen = members(s)
+    verb = "created" if s.version == 1 else "refreshed"
+    _show_members(chosen, f"{verb} set {name} (version {s.version}, {preset} preset, {ion}): {len(chosen)} member(s)")
+    if not chosen and not ctx.registry.count({"preset": preset, "ion": ion}, collection="candidates"):
+        click.echo(f"warning: the set is empty: nothing is ranked under preset {preset} for {ion} yet (registry build "
+                   f"rank --preset {preset} --ion {ion})", err=True)
+    elif not chosen:
+        click.echo(f"warning: the set is empty: no {preset} candidate for {ion} matches {query} "
+                   f"(registry sets add {name} ID... adds members by hand)", err=True)
 
 
 @sets.command("add")
@@ -109,11 +121,28 @@ def show(ctx: Context, name: str, version: int | None, fmt: str) -> None:
                                "query": s.filter, "description": s.description,
                                "members": [member_json(m) for m in chosen]}, indent=1, default=str))
         return
-    click.echo(f"set {s.name} version {v.number} of {s.version} ({v.change} by {v.author or '?'}, "
+    click.echo(f"set {s.name} version {v.number} of {s.version} ({DONE.get(v.change, v.change)} by {v.author or '?'}, "
                f"{v.created_at:%Y-%m-%d %H:%M}); {s.preset} preset, {s.ion}; query {s.query}")
     if s.description:
         click.echo(s.description)
     _show_members(chosen, f"{len(chosen)} member(s)")
+
+
+@sets.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@pass_context
+def delete(ctx: Context, name: str, yes: bool) -> None:
+    """Delete set NAME and every version of it, for good (export it first to keep a copy)."""
+    from registry.output.sets import delete_set, get_set
+
+    s = get_set(ctx.registry, name)
+    warning = (f"set {name} and its {s.version} version(s) cannot be recovered once deleted; keep a copy with "
+               f"registry sets export {name} FILE.tar.gz (registry sets import brings it back)")
+    if not yes and not click.confirm(f"{warning}. Delete?", err=True):
+        raise RegistryError(f"set {name} not deleted (--yes to delete without asking)")
+    n = delete_set(ctx.registry, name)
+    click.echo(f"deleted set {name} ({n} version(s)); not recoverable")
 
 
 @sets.command("diff")

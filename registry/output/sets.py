@@ -23,7 +23,7 @@ from mongoengine.errors import NotUniqueError, OperationError, ValidationError
 from pydash import get
 from pymongo.errors import OperationFailure
 
-from registry.errors import RegistryError
+from registry.errors import DatabaseError, RegistryError
 from registry.science.criteria import WORKING_IONS, get_preset
 from schemas.sets import MEMBER_VALUES, SET_NAME, CandidateSet, SetMember, SetVersion
 
@@ -142,7 +142,8 @@ def create_set(reg: Registry, name: str, filter: Mapping[str, Any] | None = None
     try:
         docs = reg.find(query, collection="candidates", sort=RANK_ORDER, limit=top or 0)
     except OperationFailure as exc:
-        raise RegistryError(f"the database refused the query: {exc}") from None
+        message = exc.details.get("errmsg") if isinstance(exc.details, dict) else None
+        raise RegistryError(f"the database refused the query: {message or exc}") from None
     now = datetime.now(UTC)
     members = [member_from_candidate(d, ion, author=author, now=now) for d in docs]
     query_text = json_util.dumps(dict(filter or {}), sort_keys=True)
@@ -178,7 +179,7 @@ def _save(candidate_set: CandidateSet) -> None:
     except ValidationError as exc:
         raise RegistryError(f"set {candidate_set.name!r} is not valid: {exc}") from None
     except OperationError as exc:  # mongoengine's wrapper of a database error, e.g. a read-only user's insert
-        raise RegistryError(f"cannot save set {candidate_set.name!r}: {exc}") from None
+        raise DatabaseError(f"cannot save set {candidate_set.name!r}: {exc}") from None
 
 
 def _commit(sets: type[CandidateSet], current: CandidateSet, members: list[SetMember], change: str,
@@ -193,7 +194,7 @@ def _commit(sets: type[CandidateSet], current: CandidateSet, members: list[SetMe
         updated = sets.objects(id=current.id, version=current.version).update_one(
             push__versions=version, set__version=number, set__updated_at=now)
     except OperationError as exc:
-        raise RegistryError(f"cannot update set {current.name!r}: {exc}") from None
+        raise DatabaseError(f"cannot update set {current.name!r}: {exc}") from None
     if not updated:
         raise RegistryError(f"set {current.name!r} was changed by someone else meanwhile; try again")
     return sets.objects(id=current.id).first()
@@ -252,6 +253,18 @@ def remove_members(reg: Registry, name: str, ids: Iterable[str], *, author: str 
             raise RegistryError(f"not in set {name!r} (version {current.version}): {', '.join(absent)}")
         kept = [m for m in members if m.registry_id not in ids]
         return _commit(sets, current, kept, "remove", [], ids, author)
+
+
+def delete_set(reg: Registry, name: str) -> int:
+    """Delete set NAME with every version; returns how many versions went. Not recoverable: export it first
+    (`registry sets export`) to keep a copy that `registry sets import` brings back."""
+    with candidate_sets(reg) as sets:
+        current = _load(sets, name)
+        try:
+            current.delete()
+        except OperationError as exc:
+            raise DatabaseError(f"cannot delete set {name!r}: {exc}") from None
+        return current.version
 
 
 def get_set(reg: Registry, name: str) -> CandidateSet:

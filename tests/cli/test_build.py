@@ -6,7 +6,7 @@ from cli.main import cli
 def test_build_insertion_takes_its_caps_and_reports_its_collection(db_uri, references, monkeypatch):
     result = CliRunner().invoke(cli, ["--db", db_uri, "build", "insertion"])
     assert result.exit_code == 0, result.output
-    assert "insertion  processed      0" in result.output and f"-> {db_uri.rsplit('/', 1)[1]}.insertion" in result.output
+    assert "insertion  processed 0 (failed 0)" in result.output and f"-> {db_uri.rsplit('/', 1)[1]}.insertion" in result.output
 
     seen = {}
     monkeypatch.setattr("cli.build.build", lambda reg, stage, options, **_: seen.update(stage=stage, options=options))

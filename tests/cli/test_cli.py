@@ -36,7 +36,7 @@ def test_ingest_query_and_stats(db_uri, shared_data):
 
 def test_a_bad_filter_is_a_clear_error(db_uri):
     result = CliRunner().invoke(cli, ["--db", db_uri, "query", "{not json"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
 
 
 def test_a_potential_that_cannot_be_used_stops_the_build_in_one_line(db_uri, references, shared_data):
@@ -45,6 +45,6 @@ def test_a_potential_that_cannot_be_used_stops_the_build_in_one_line(db_uri, ref
     for potential, reason in (("mace", "unknown potential spec"), ("matgl:/nowhere", "not a local model folder")):
         result = CliRunner().invoke(cli, ["--db", db_uri, "build", "relax", "--exhaustive", "--scope", "{}",
                                           "--potential", potential])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         assert reason in result.output and "Traceback" not in result.output
     assert run("--db", db_uri, "query", "{}", "--collection", "relaxed", "--format", "json").output.strip() == "[]"

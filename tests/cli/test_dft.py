@@ -48,8 +48,8 @@ def test_export_ingest_compare_parity(registry, db_uri, tmp_path):
 def test_export_errors_are_clear(registry, db_uri, tmp_path):
     seed(registry)
     result = run(db_uri, "export", "--set", "shortlist", str(tmp_path / "x"))
-    assert result.exit_code == 2 and "no set named 'shortlist'" in result.output
+    assert result.exit_code == 1 and "no set named 'shortlist'" in result.output
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     result = run(db_uri, "export", str(tmp_path / "full"))
-    assert result.exit_code == 2 and "use --force" in result.output
+    assert result.exit_code == 1 and "use --force" in result.output

@@ -30,4 +30,4 @@ def test_finetune_then_sample_end_to_end_on_a_tiny_local_model(db_uri, shared_da
 def test_finetune_with_no_matching_structures_is_a_clear_error(db_uri, tmp_path):
     result = CliRunner().invoke(cli, ["--db", db_uri, "llm", "finetune", "--base", str(tmp_path), "--out",
                                       str(tmp_path / "o"), "--query", '{"elements": "Xx"}'])
-    assert result.exit_code == 2 and "no structures match" in result.output
+    assert result.exit_code == 1 and "no structures match" in result.output

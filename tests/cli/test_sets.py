@@ -34,12 +34,14 @@ def test_create_add_remove_show_and_diff(seeded):
     (("sets", "show", "mg", "--version", "9"), "there is no version 9"),
     (("sets", "create", "x", "--query", "{oops"), "FILTER is not valid JSON"),
     (("sets", "import", "/nonexistent/bundle"), "no bundle at /nonexistent/bundle"),
+    (("sets", "create", "q", "--query", '{"score": {"$bogus": 1}}'), "the database refused the query: unknown operator"),
+    (("sets", "delete", "nope", "--yes"), "no set named 'nope'"),
 ])
-def test_mistakes_are_one_line_and_exit_2(seeded, args, message):
+def test_mistakes_are_one_line_and_exit_1(seeded, args, message):
     reg, _ = seeded
     run(reg, "sets", "create", "mg", "--query", '{"passed": true}')
     result = run(reg, *args)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
 
 
@@ -62,4 +64,45 @@ def test_report_writes_one_html_file(seeded, tmp_path):
     result = run(reg, "report", "--set", "mg", str(tmp_path / "mg.html"))
     assert result.exit_code == 0 and (tmp_path / "mg.html").read_text().startswith("<!DOCTYPE html>")
     clash = run(reg, "report", "--set", "mg", "--ion", "Zn", str(tmp_path / "zn.html"))
-    assert clash.exit_code == 2 and "leave out --preset and --ion" in clash.stderr
+    assert clash.exit_code == 1 and "leave out --preset and --ion" in clash.stderr
+
+
+def test_an_empty_set_comes_with_a_warning_that_says_why(seeded):
+    reg, _ = seeded
+    unranked = run(reg, "sets", "create", "p", "--preset", "paper", "--top", "3")
+    assert unranked.exit_code == 0 and "0 member(s)" in unranked.output
+    assert unranked.stderr.strip() == ("warning: the set is empty: nothing is ranked under preset paper for Mg yet "
+                                       "(registry build rank --preset paper --ion Mg)")
+    unmatched = run(reg, "sets", "create", "none", "--query", '{"score": {"$gt": 99}}')
+    assert "warning: the set is empty: no tunnel candidate for Mg matches" in unmatched.stderr
+
+
+def test_delete_asks_first_and_says_the_versions_are_gone_for_good(seeded):
+    reg, ids = seeded
+    run(reg, "sets", "create", "mg", "--query", '{"passed": true}')
+    run(reg, "sets", "add", "mg", ids["CrO2"])
+    kept = CliRunner().invoke(cli, ["--db", reg.uri, "sets", "delete", "mg"], input="n\n")
+    assert kept.exit_code == 1 and "2 version(s) cannot be recovered" in kept.stderr and "registry sets export" in kept.stderr
+    assert "mg" in run(reg, "sets", "list").output
+    deleted = run(reg, "sets", "delete", "mg", "--yes")
+    assert deleted.exit_code == 0 and "deleted set mg (2 version(s)); not recoverable" in deleted.output
+    assert "no sets yet" in run(reg, "sets", "list").output
+
+
+def test_show_says_who_made_each_version_in_words(seeded):
+    reg, ids = seeded
+    run(reg, "sets", "create", "mg", "--query", '{"passed": true}', "--author", "make-demo")
+    run(reg, "sets", "add", "mg", ids["CrO2"], "--author", "ana")
+    assert "(created by make-demo," in run(reg, "sets", "show", "mg", "--version", "1").output
+    assert "(members added by ana," in run(reg, "sets", "show", "mg").output
+
+
+def test_set_tables_fit_80_columns_with_whole_headers_and_a_legend(seeded, monkeypatch):
+    reg, _ = seeded
+    monkeypatch.setenv("COLUMNS", "80")
+    made = run(reg, "sets", "create", "mg", "--query", '{"passed": true}')
+    lines = made.stdout.splitlines()
+    header = lines[1].split()
+    assert header == ["id", "formula", "passed", "score", "E_hull", "gap", "Df", "admits", "note"]
+    assert all(len(line) <= 80 for line in lines) and "..." not in made.stdout and "…" not in made.stdout
+    assert "E_hull: energy above the convex hull, eV/atom" in made.stdout

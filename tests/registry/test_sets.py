@@ -3,7 +3,7 @@ import pytest
 
 from registry.db.client import Registry
 from registry.errors import RegistryError
-from registry.output.sets import add_members, create_set, diff_versions, get_set, list_sets, members, remove_members
+from registry.output.sets import add_members, create_set, delete_set, diff_versions, get_set, list_sets, members, remove_members
 
 # --- Candidate sets ---
 
@@ -114,3 +114,12 @@ def test_creating_a_set_again_with_the_same_definition_refreshes_it(seeded):
     assert refreshed.version == 2 and refreshed.versions[-1].change == "refresh"
     assert refreshed.versions[-1].members[0].registry_id == outsider["registry_id"]
     assert refreshed.versions[-1].added == [outsider["registry_id"]]
+
+
+def test_a_deleted_set_is_gone_with_its_versions(seeded):
+    registry, ids = seeded
+    create_set(registry, "gone", {"passed": True})
+    add_members(registry, "gone", [ids["CrO2"]])
+    assert delete_set(registry, "gone") == 2
+    with pytest.raises(RegistryError, match="no set named 'gone'"):
+        get_set(registry, "gone")
