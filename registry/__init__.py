@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["DATA", "Registry", "__version__"]
 DATA = Path(__file__).parent / "data"  # what the registry ships: references, models, frameworks, the sample
+
+# pymatgen warns for each noble gas whenever formulas are ordered by electronegativity: noise in every command's
+# output (and every worker's: they import this package too), never a problem for an oxide registry
+warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
 
 if TYPE_CHECKING:
     from registry.db.client import Registry

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import re
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,8 +30,16 @@ if TYPE_CHECKING:
     from registry.db.client import Registry
 
 KEPT, PARTIAL, DROPPED = "#2e8b57", "#e0a030", "#c0392b"
-MAX_HULLS = 3  # chemical systems of the top candidates drawn as hulls
+MAX_HULLS = 12  # chemical systems of the top candidates drawn as hulls (a set's are all drawn)
 HULL_MAX_ELEMENTS = 3  # quaternary hulls are 3-D WebGL plots: not drawn
+MAX_LABELLED = 40  # points labelled with their formula in a scatter plot; beyond, hover only
+# what a criterion's column is headed, with its unit (the test it runs is in the header's tooltip)
+HEADS = {"e_above_hull": "E_hull (eV/atom)", "formation_energy": "E_form (eV/atom)", "band_gap": "band gap (eV)",
+         "voltage": "voltage in window (V)", "insertion_voltage": "voltage > 0 (V)", "capacity": "capacity (mAh/g)",
+         "volume_change": "ΔV on insertion (fraction)", "one_d_channel": "channel dimension",
+         "admits_ion": "admits the ion", "reference_hull": "complete hull", "relaxation_sane": "relaxation sane",
+         "new_formula": "new formula", "no_conversion": "conversion preferred", "transition_metal": "transition metal",
+         "converged": "converged"}
 
 
 @dataclass
@@ -68,31 +75,90 @@ def funnel_counts(reg: Registry, preset: str, ion: str) -> dict[str, dict[str, i
     }
 
 
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_WITH_DIGIT = re.compile(r"\S*\d\S*")
+# the cuts a structure can leave the funnel at (schemas.funnel.Stage), in order
+FUNNEL_STAGES = ["validate", "prefilter", "screen", "relax", "predict", "stability", "tunnels", "rank"]
+WHY = {"ingest": "a record that cannot be read", "validate": "an invalid structure",
+       "prefilter": "outside the preset's composition and novelty criteria",
+       "screen": "static E_hull or channel over the limit, before relaxing", "relax": "a failed relaxation",
+       "predict": "a failed prediction", "stability": "E_hull over the limit", "tunnels": "a failed channel analysis",
+       "rank": "fails a hard criterion"}
+
+
+@dataclass
+class Cut:
+    """One stage of the funnel: how many structures came in, went on, left here, or wait for the stage to run."""
+
+    stage: str
+    entered: int
+    dropped: int
+    pending: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.entered - self.dropped - self.pending
+
+
+def funnel_cuts(reg: Registry, preset: str, ion: str) -> list[Cut]:
+    """Every cut from ingest to a passing candidate, the prefilter and the screen included, from the funnel
+    stage's records (one per validated structure, preset and ion); empty when the funnel stage has not run."""
+    scope = {"preset": preset, "ion": ion}
+    left: Counter[tuple[str | None, bool]] = Counter(
+        (d.get("left_at"), bool(d.get("pending"))) for d in reg.find(scope, "funnel", ["left_at", "pending"]))
+    if not left:
+        return []
+    ingested = reg.count()
+    cuts = [Cut("ingest", ingested + reg.count(collection="rejects"), reg.count(collection="rejects"))]
+    entered = sum(left.values())
+    for stage in FUNNEL_STAGES:
+        cut = Cut(stage, entered, left[(stage, False)], left[(stage, True)])
+        cuts.append(cut)
+        entered = cut.kept
+    return cuts
 
 
 def _reason_kind(reason: str) -> str:
-    """Group reasons that differ only in a formula or a number ("composition invalid: NaCl2 is ..." ->
-    "composition invalid")."""
-    head = reason.split(": ", 1)[0] if ": " in reason else reason
-    return _NUMBER.sub("#", head)[:100]
+    """The key that groups reasons differing only in a formula or a number: every word with a digit in it
+    ("composition invalid: NaCl2 is ..." and "... MgO3 is ..." are one group). Only a key: never shown."""
+    return _WITH_DIGIT.sub("#", reason)[:200]
 
 
-def dropout_reasons(reg: Registry, preset: str, ion: str, limit: int = 12) -> list[tuple[str, str, int]]:
-    """The commonest reasons documents dropped out: ingest rejects, invalid structures, failed stage documents
-    and the hard criteria candidates failed, as (stage, reason, count)."""
-    counts: Counter[tuple[str, str]] = Counter()
+def _said(examples: Counter[str], limit: int = 160) -> str:
+    """A group of reasons in words: the commonest, whole (numbers and all), marked as an example if they vary."""
+    text = examples.most_common(1)[0][0]
+    text = text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text if len(examples) == 1 else f"e.g. {text}"
+
+
+def dropout_reasons(reg: Registry, preset: str, ion: str, limit: int = 15) -> list[tuple[str, str, int]]:
+    """The commonest reasons structures dropped out, as (stage, reason, count): ingest rejects, then where the
+    funnel records say each structure left (prefilter and screen included); without funnel records, invalid
+    structures, failed stage documents and the hard criteria candidates failed."""
+    groups: dict[tuple[str, str], Counter[str]] = {}
+
+    def add(stage: str, reason: str) -> None:
+        groups.setdefault((stage, _reason_kind(reason)), Counter())[reason] += 1
+
     for d in reg.find(collection="rejects", fields=["stage", "reason"]):
-        counts[(d.get("stage") or "ingest", _reason_kind(d.get("reason") or "?"))] += 1
-    for d in reg.find({"valid": False}, collection="validated", fields=["reasons"]):
-        counts.update(("validate", _reason_kind(r)) for r in d.get("reasons") or ["invalid"])
-    for stage in ("validated", "relaxed", "predicted", "stability", "tunnels"):
-        for d in reg.find({"state": "failed"}, collection=stage, fields=["error"]):
-            counts[(stage, _reason_kind(d.get("error") or "failed"))] += 1
-    for d in reg.find({"preset": preset, "ion": ion, "passed": False}, collection="candidates",
-                      fields=["criteria"]):
-        counts.update(("rank", f"fails {v['name']}") for v in d["criteria"] if v["hard"] and not v["passed"])
-    return [(stage, reason, count) for (stage, reason), count in counts.most_common(limit)]
+        add(d.get("stage") or "ingest", d.get("reason") or "?")
+    funnel = reg.find({"preset": preset, "ion": ion, "left_at": {"$ne": None}, "pending": False}, "funnel",
+                      ["left_at", "reason"])
+    for d in funnel:
+        add(d["left_at"], d.get("reason") or WHY.get(d["left_at"], "?"))
+    if not funnel:
+        for d in reg.find({"valid": False}, collection="validated", fields=["reasons"]):
+            for r in d.get("reasons") or ["invalid"]:
+                add("validate", r)
+        for stage in ("validated", "relaxed", "predicted", "stability", "tunnels"):
+            for d in reg.find({"state": "failed"}, collection=stage, fields=["error"]):
+                add(stage, d.get("error") or "failed")
+        for d in reg.find({"preset": preset, "ion": ion, "passed": False}, collection="candidates",
+                          fields=["criteria"]):
+            for v in d["criteria"]:
+                if v["hard"] and not v["passed"]:
+                    add("rank", f"fails {v['name']}")
+    rows = [(stage, _said(examples), sum(examples.values())) for (stage, _), examples in groups.items()]
+    return sorted(rows, key=lambda r: -r[2])[:limit]
 
 
 def _ranked(reg: Registry, preset: str, ion: str, top: int, ids: list[str] | None) -> list[dict[str, Any]]:
@@ -124,6 +190,27 @@ def funnel_figure(counts: Mapping[str, Mapping[str, int]]) -> go.Figure:
                     marker_color=colour.get(outcome, DROPPED), text=[counts[s].get(outcome) or "" for s in stages],
                     textposition="inside", hovertemplate=f"%{{y}}: %{{x}} {outcome}<extra></extra>")
     fig.update_layout(barmode="stack", title="Documents per stage", xaxis_title="documents", legend_traceorder="normal")
+    return fig
+
+
+def cuts_figure(cuts: list[Cut]) -> go.Figure:
+    """One bar per cut, top to bottom: what went on (green), what left there (red) and what waits for the stage to
+    run (amber); each row is labelled with its numbers, so a thin bar still reads."""
+    rows = cuts[::-1]
+    labels = [f"<b>{c.stage}</b>  {c.entered:,} → {c.kept:,}" for c in rows]
+    widest = max(c.entered for c in cuts) or 1
+    fig = go.Figure()
+    for name, colour, value in (("went on", KEPT, lambda c: c.kept), ("left here", DROPPED, lambda c: c.dropped),
+                                ("waiting for the stage to run", PARTIAL, lambda c: c.pending)):
+        xs = [value(c) for c in rows]
+        if not any(xs):
+            continue
+        fig.add_bar(y=labels, x=xs, name=name, orientation="h", marker_color=colour,
+                    text=[f"{x:,}" if x >= 0.06 * widest else "" for x in xs], textposition="inside",
+                    insidetextanchor="middle", textfont={"size": 13, "color": "white"},
+                    hovertemplate=f"%{{y}}: %{{x}} {name}<extra></extra>")
+    fig.update_layout(barmode="stack", title="Structures through each cut (in → went on)", xaxis_title="structures",
+                      yaxis={"tickfont": {"size": 13}, "automargin": True}, legend={"orientation": "h", "y": -0.15})
     return fig
 
 
@@ -194,17 +281,29 @@ def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
 
 def insertion_figure(docs: list[dict[str, Any]]) -> go.Figure:
     """One trace per working ion: each framework's ML average voltage (vs the metal) against its gravimetric
-    capacity, from the insertion stage's per-ion values; ions without an electrode are left out."""
+    capacity, from the insertion stage's per-ion values; ions without an electrode are left out. A negative
+    voltage (the ion would not go in on its own) is drawn as a cross, below a line at 0 V. Points are labelled
+    with their formula while there are few enough to read."""
     fig = go.Figure()
     ions = sorted({ion for d in docs for ion, v in (d.get("average_voltage") or {}).items() if v is not None})
+    n_points = sum(1 for d in docs for v in (d.get("average_voltage") or {}).values() if v is not None)
+    labelled = n_points <= MAX_LABELLED
     for ion in ions:
         chosen = [d for d in docs if (d.get("average_voltage") or {}).get(ion) is not None]
-        fig.add_scatter(x=[d["capacity_grav"][ion] for d in chosen], y=[d["average_voltage"][ion] for d in chosen],
-                        mode="markers", name=ion, marker={"size": 9, "line": {"width": 0.5, "color": "#222"}},
-                        text=[f"{d.get('formula_pretty', '?')} ({d['registry_id']})" for d in chosen],
-                        hovertemplate=f"%{{text}}<br>{ion}: %{{y:.2f}} V, %{{x:.0f}} mAh/g<extra></extra>")
+        volts = [d["average_voltage"][ion] for d in chosen]
+        fig.add_scatter(x=[d["capacity_grav"][ion] for d in chosen], y=volts,
+                        mode="markers+text" if labelled else "markers", name=ion,
+                        marker={"size": 10, "symbol": ["circle" if v >= 0 else "x" for v in volts],
+                                "line": {"width": 0.5, "color": "#222"}},
+                        text=[d.get("formula_pretty", "?") for d in chosen] if labelled else None,
+                        textposition="top center",
+                        hovertext=[f"{d.get('formula_pretty', '?')} ({d['registry_id']})" for d in chosen],
+                        hovertemplate=f"%{{hovertext}}<br>{ion}: %{{y:.2f}} V, %{{x:.0f}} mAh/g<extra></extra>")
+    if any(v < 0 for d in docs for v in (d.get("average_voltage") or {}).values() if v is not None):
+        fig.add_hline(y=0, line_dash="dot", line_color=DROPPED,
+                      annotation_text="below 0 V (×): the ion would not insert", annotation_position="bottom right")
     fig.update_layout(title="ML insertion voltage vs gravimetric capacity", xaxis_title="capacity (mAh/g)",
-                      yaxis_title="average voltage (V vs metal)", legend_title="working ion")
+                      yaxis_title="average voltage (V vs metal)", legend_title="working ion", showlegend=True)
     return fig
 
 
@@ -225,9 +324,7 @@ def ptable_figure(counts: Mapping[str, int], title: str) -> go.Figure:
     text: list[list[str]] = [[""] * 18 for _ in range(10)]
     for number in range(1, 104):
         element = Element.from_Z(number)
-        with warnings.catch_warnings():  # pymatgen warns once per noble gas that it has no electronegativity
-            warnings.filterwarnings("ignore", message="No Pauling electronegativity")
-            row, col = _ptable_position(element)
+        row, col = _ptable_position(element)
         z[row][col] = counts.get(element.symbol, 0)
         n = counts.get(element.symbol)
         text[row][col] = f"{element.symbol}<br>{n}" if n else element.symbol
@@ -239,37 +336,49 @@ def ptable_figure(counts: Mapping[str, int], title: str) -> go.Figure:
     return fig
 
 
-def hull_figures(reg: Registry, rows: list[dict[str, Any]]) -> tuple[list[tuple[str, go.Figure]], list[str]]:
-    """Convex hulls of the top candidates' chemical systems: the reference hull the stability stage uses
-    (`ReferenceHull`, known compounds + MP elemental references) plus every candidate of the system, drawn by
-    pymatgen's PDPlotter. Returns the figures and why any system was left out."""
+def hull_figures(reg: Registry, rows: list[dict[str, Any]], limit: int | None = MAX_HULLS
+                 ) -> tuple[list[tuple[str, go.Figure]], list[str]]:
+    """Convex hulls of the chemical systems of the candidates shown (every set member's; the top candidates' up to
+    `MAX_HULLS`): the reference hull the stability stage uses (`ReferenceHull`, known compounds + MP elemental
+    references) plus every predicted structure of the system, drawn by pymatgen's PDPlotter, the candidates shown
+    highlighted and labelled. Returns the figures and, for each system not drawn, why."""
     from pymatgen.analysis.phase_diagram import PDPlotter
 
     from registry.db.known import known_compounds
     from registry.science.hull import reference_entry
 
+    shown = {r["registry_id"] for r in rows}
     systems = list(dict.fromkeys("-".join(sorted(r["elements"])) for r in rows if r.get("elements")))
     figures, skipped = [], []
     known = known_compounds(reg)
     for chemsys in systems:
-        if len(figures) == MAX_HULLS:
-            break
         if len(chemsys.split("-")) > HULL_MAX_ELEMENTS:
-            skipped.append(f"{chemsys}: more than {HULL_MAX_ELEMENTS} elements (a 3-D hull), not drawn")
+            skipped.append(f"{chemsys}: {len(chemsys.split('-'))} elements, a hull in 3-D or more: not drawn")
+            continue
+        if limit is not None and len(figures) == limit:
+            skipped.append(f"{chemsys}: beyond the first {limit} systems (a report on a set draws every member's)")
             continue
         mine = reg.find({"chemsys": chemsys, "state": {"$ne": "failed"},
                          "formation_energy_per_atom": {"$type": "number"}}, collection="predicted",
                         fields=["registry_id", "formula_pretty", "formation_energy_per_atom"])
         try:
             hull = known.hull(chemsys)
-            diagram = hull.with_entries(reference_entry(d["formula_pretty"], d["formation_energy_per_atom"],
-                                                        d["registry_id"]) for d in mine)
-            fig = PDPlotter(diagram, backend="plotly", show_unstable=0.5).get_plot()
+            entries = [reference_entry(d["formula_pretty"], d["formation_energy_per_atom"], d["registry_id"])
+                       for d in mine]
+            for e in entries:
+                e.entry_id = e.name  # the registry id, shown in the hover text
+            diagram = hull.with_entries(entries)
+            highlight = [e for e in entries if e.entry_id in shown]
+            fig = PDPlotter(diagram, backend="plotly", show_unstable=0.5).get_plot(highlight_entries=highlight or None)
         except Exception as exc:  # no elemental reference, a degenerate diagram: this system only
             skipped.append(f"{chemsys}: {type(exc).__name__}: {exc}")
             continue
-        fig.update_layout(title=f"{chemsys}: {hull.n_references} known compound(s) + {len(mine)} predicted "
-                                f"structure(s)")
+        for trace in fig.data:
+            if trace.name == "Highlighted" and trace.hovertext:  # "MnO<sub>2</sub> (reg-...) <br> ..." -> MnO2
+                trace.update(name="candidates shown", mode="markers+text", textposition="top center",
+                             text=[h.split(" (")[0] for h in trace.hovertext], textfont={"size": 12})
+        fig.update_layout(title=f"<b>{chemsys}</b><br><sup>{hull.n_references} known compound(s) + {len(mine)} "
+                                f"predicted structure(s), {len(highlight)} of them shown here (labelled)</sup>")
         figures.append((chemsys, fig))
     return figures, skipped
 
@@ -317,15 +426,17 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], cls: str = "")
 def ranked_table(preset: Preset, rows: list[dict[str, Any]], notes: Mapping[str, str | None] | None = None) -> str:
     """Every candidate with each criterion's value and verdict; hover a cell for the test it ran."""
     e = html.escape
-    heads = ["#", "formula", "registry id", "origin", "passed", "score", *(["note"] if notes is not None else [])]
+    notes = notes if notes is not None and any(notes.values()) else None
+    heads = ["#", "formula, registry id, origin", "passed, score", *(["note"] if notes is not None else [])]
     head = "".join(f"<th>{e(h)}</th>" for h in heads)
-    head += "".join(f'<th title="{e(c.description)}">{e(c.name)}{"" if c.hard else " (soft)"}</th>'
-                    for c in preset.criteria)
+    head += "".join(f'<th title="{e(c.name)}: {e(c.description)}">{e(HEADS.get(c.name, c.name.replace("_", " ")))}'
+                    f'{"" if c.hard else " <small>(soft)</small>"}</th>' for c in preset.criteria)
     body = []
     for i, row in enumerate(rows, 1):
         verdicts = {v["name"]: v for v in row.get("criteria", [])}
-        cells = [str(i), e(row.get("formula_pretty", "?")), f"<code>{e(row['registry_id'])}</code>",
-                 e(row.get("origin_kind", "?")), "✔" if row.get("passed") else "✘", f"{row.get('score', 0):.3f}"]
+        cells = [str(i), f"{e(row.get('formula_pretty', '?'))} <small>{e(row.get('origin_kind', '?'))}</small><br>"
+                         f"<code>{e(row['registry_id'])}</code>",
+                 f"{'✔' if row.get('passed') else '✘'} {row.get('score', 0):.3f}"]
         if notes is not None:
             cells.append(e(notes.get(row["registry_id"]) or ""))
         tds = "".join(f"<td>{c}</td>" for c in cells)
@@ -336,7 +447,10 @@ def ranked_table(preset: Preset, rows: list[dict[str, Any]], notes: Mapping[str,
                 continue
             tip = f"{v['field']} {v['op']} {_fmt(v['threshold'])}" + (f" – {v['note']}" if v.get("note") else "")
             verdict = "pass" if v["passed"] else ("fail" if v["hard"] else "soft-fail")
-            tds += f'<td class="{verdict}" title="{e(tip)}">{e(_fmt(v["value"]))}</td>'
+            shown = _fmt(v["value"])
+            if isinstance(v["value"], list):  # the elements: a mark in the cell, the list in its tooltip
+                shown, tip = ("✔" if v["passed"] else "✘"), f"{shown}: {tip}"
+            tds += f'<td class="{verdict}" title="{e(tip)}">{e(shown)}</td>'
         status = "passed" if row.get("passed") else "failed"
         body.append(f'<tr class="{status}">{tds}</tr>')
     return (f'<table class="ranked"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -356,8 +470,14 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; }
 th { background: #f3f6f4; position: sticky; top: 0; }
 td.pass { background: #dff3e6; } td.fail { background: #f8d7d3; } td.soft-fail { background: #fdf0d5; }
 td.na { color: #999; }
-tr.failed td:nth-child(5) { color: #c0392b; } tr.passed td:nth-child(5) { color: #2e8b57; }
+tr.failed td:nth-child(3) { color: #c0392b; } tr.passed td:nth-child(3) { color: #2e8b57; }
+td small { color: #666; } table.ranked td:nth-child(3) { white-space: nowrap; }
+table.ranked { font-size: 12px; }
+table.ranked th { vertical-align: bottom; font-size: 11px; font-weight: 600; padding: 2px 4px; }
+table.ranked td { padding: 2px 4px; } table.ranked code { font-size: 11px; white-space: nowrap; }
+.wide { max-width: 100%; overflow-x: auto; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+ul.skipped { color: #8a5a00; font-size: 13px; }
 """
 
 
@@ -386,7 +506,8 @@ def build_report(reg: Registry, *, set_name: str | None = None, preset: str = "t
     rows = _ranked(reg, preset, ion, top, ids)
     sections = [_funnel_section(reg, preset, ion), _stability_section(reg, rows, criteria, ids),
                 _band_gap_section(reg, rows), _channel_section(reg), _insertion_section(reg),
-                _hull_section(reg, rows), _ptable_section(rows, ids is not None), _parity_section(reg, preset, ion),
+                _hull_section(reg, rows, ids is not None), _ptable_section(rows, ids is not None),
+                _parity_section(reg, preset, ion),
                 _table_section(criteria, rows, notes, ids)]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
@@ -413,16 +534,25 @@ def write_report(reg: Registry, out: str | Path, **kwargs: Any) -> Path:
 
 
 def _funnel_section(reg: Registry, preset: str, ion: str) -> Section:
-    counts = funnel_counts(reg, preset, ion)
+    cuts = funnel_cuts(reg, preset, ion)
     reasons = dropout_reasons(reg, preset, ion)
-    table = _table(["stage", *["outcome", "documents"]], [(s, o, n) for s, c in counts.items() for o, n in c.items()],
-                   cls="counts")
-    why = _table(["stage", "reason", "documents"], reasons, cls="reasons") if reasons else \
+    why = _table(["stage", "reason", "structures"], reasons, cls="reasons") if reasons else \
         "<p>Nothing dropped out.</p>"
-    body = (_figure_html(funnel_figure(counts), "funnel", 460)
-            + f'<div class="grid"><div><h3>Counts</h3>{table}</div><div><h3>Top reasons for dropping out</h3>'
-              f"{why}</div></div>")
-    return Section("funnel", "Funnel", body)
+    if cuts:
+        chart = _figure_html(cuts_figure(cuts), "funnel", 480)
+        table = _table(["stage", "in", "went on", "left here", "waiting", "what leaves here"],
+                       [(c.stage, c.entered, c.kept, c.dropped, c.pending, WHY[c.stage]) for c in cuts], cls="counts")
+        note = None
+    else:
+        counts = funnel_counts(reg, preset, ion)
+        chart = _figure_html(funnel_figure(counts), "funnel", 460)
+        table = _table(["stage", "outcome", "documents"], [(s, o, n) for s, c in counts.items() for o, n in c.items()],
+                       cls="counts")
+        note = f"No funnel records for {preset} and {ion} yet: the prefilter and the screen, which write no documents " \
+               "of their own, are not shown (registry build funnel)."
+    body = (chart + f'<div class="grid"><div><h3>Counts</h3>{table}</div><div><h3>Top reasons for dropping out'
+                    f"</h3>{why}</div></div>")
+    return Section("funnel", "Funnel", body, note)
 
 
 def _stability_section(reg: Registry, rows: list[dict[str, Any]], preset: Preset, ids: list[str] | None) -> Section:
@@ -467,13 +597,16 @@ def _insertion_section(reg: Registry) -> Section:
     return Section("insertion", title, _figure_html(insertion_figure(docs), "insertion"))
 
 
-def _hull_section(reg: Registry, rows: list[dict[str, Any]]) -> Section:
-    figures, skipped = hull_figures(reg, rows)
-    note = "; ".join(skipped) if skipped else None
+def _hull_section(reg: Registry, rows: list[dict[str, Any]], is_set: bool) -> Section:
+    figures, skipped = hull_figures(reg, rows, None if is_set else MAX_HULLS)
+    note = f"{len(skipped)} system(s) not drawn, each with the reason below." if skipped else None
+    listed = ('<ul class="skipped">' + "".join(f"<li>{html.escape(why)}</li>" for why in skipped) + "</ul>"
+              if skipped else "")
     if not figures:
-        return Section("hulls", "Convex hulls", note=note or "No candidates to draw hulls for.")
-    body = "".join(_figure_html(fig, f"hull-{i}", 520) for i, (_, fig) in enumerate(figures))
-    return Section("hulls", "Convex hulls of the top candidates' systems", body, note)
+        return Section("hulls", "Convex hulls", listed, note=note or "No candidates to draw hulls for.")
+    body = '<div class="grid">' + "".join(_figure_html(fig, f"hull-{i}", 480) for i, (_, fig) in enumerate(figures))
+    who = "the set members'" if is_set else "the top candidates'"
+    return Section("hulls", f"Convex hulls of {who} systems", body + "</div>" + listed, note)
 
 
 def _ptable_section(rows: list[dict[str, Any]], is_set: bool) -> Section:
@@ -505,4 +638,4 @@ def _table_section(preset: Preset, rows: list[dict[str, Any]], notes: Mapping[st
         return Section("ranked", "Ranked candidates", note=note or "No candidates yet (registry build rank).")
     legend = ("<p>Green: criterion passed; red: a hard criterion failed; amber: a soft one failed. "
               "Hover a cell for the test.</p>")
-    return Section("ranked", f"Ranked candidates ({len(rows)})", legend + table, note)
+    return Section("ranked", f"Ranked candidates ({len(rows)})", legend + f'<div class="wide">{table}</div>', note)
