@@ -1,4 +1,5 @@
-"""Where test data lives: ../shared/data next to the repository when present, else the copies shipped in the repo.
+"""Where test data lives: $REGISTRY_SHARED_DATA or ../shared/data next to the repository when present, else the
+copies shipped in the repo.
 
 The shared folder holds a few things the repository does not ship (the paper's eval_gen.pt, legacy matgl
 weights); tests that need those call `require` and are skipped, with the reason, where they are absent.
@@ -19,7 +20,8 @@ SHIPPED = {"mp20_sample": SAMPLE / "mp20", "tunnel_references": SAMPLE / "tunnel
 
 
 def shared_root() -> Path | None:
-    for candidate in (os.environ.get("REGISTRY_SHARED_DATA"), ROOT.parent / "shared" / "data", "/work/shared/data"):
+    """$REGISTRY_SHARED_DATA, else ../shared/data beside the repository; None when neither is a folder."""
+    for candidate in (os.environ.get("REGISTRY_SHARED_DATA"), ROOT.parent / "shared" / "data"):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
