@@ -63,20 +63,24 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def _widths(headers: list[str], cells: list[list[str]], width: int) -> list[int] | None:
-    """Column widths that fit `width`: every header whole, the widest columns narrowed (their values wrap) until
-    the table fits; None when even the headers do not fit side by side."""
+def _widths(headers: list[str], cells: list[list[str]], width: int) -> tuple[list[int], int] | None:
+    """Column widths that fit `width`, and the gap between columns: short values (an id) kept whole if the table
+    can afford it, at two spaces between columns or else one; failing that every header whole and the widest
+    columns narrowed (their values wrap). None when even the headers do not fit side by side."""
     natural = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    budget = width - GAP * (len(headers) - 1)
-    whole = [max(len(h), min(n, WHOLE)) for h, n in zip(headers, natural, strict=True)]  # ids, formulas unbroken
-    floor = whole if sum(whole) <= budget else [len(h) for h in headers]
-    if sum(floor) > budget:
+    whole = [max(len(h), min(n, WHOLE)) for h, n in zip(headers, natural, strict=True)]
+    bare = [len(h) for h in headers]
+    for floor, gap in ((whole, GAP), (whole, 1), (bare, GAP), (bare, 1)):
+        budget = width - gap * (len(headers) - 1)
+        if sum(floor) <= budget:
+            break
+    else:
         return None
     widths = list(natural)
     while sum(widths) > budget:  # narrow the widest column that can give, a character at a time
         i = max((j for j in range(len(widths)) if widths[j] > floor[j]), key=lambda j: widths[j])
         widths[i] -= 1
-    return widths
+    return widths, gap
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -89,9 +93,9 @@ def format_table(rows: list[dict[str, Any]], fields: list[str], width: int | Non
     labels = [label(f) for f in fields]
     headers = [h for h, _ in labels]
     cells = [[cell(get(r, f)) for f in fields] for r in rows]
-    widths = _widths(headers, cells, width)
+    fitted = _widths(headers, cells, width)
     lines: list[str] = []
-    if widths is None:  # one block per record, "header  value"
+    if fitted is None:  # one block per record, "header  value"
         pad = max(len(h) for h in headers)
         for n, row in enumerate(cells, 1):
             lines.append(f"-- {n} --")
@@ -100,7 +104,8 @@ def format_table(rows: list[dict[str, Any]], fields: list[str], width: int | Non
                 lines.append(f"{h:<{pad}}{' ' * GAP}{wrapped[0]}")
                 lines += [" " * (pad + GAP) + more for more in wrapped[1:]]
     else:
-        sep = " " * GAP
+        widths, gap = fitted
+        sep = " " * gap
         lines.append(sep.join(f"{h:<{w}}" for h, w in zip(headers, widths, strict=True)).rstrip())
         lines.append(sep.join("-" * w for w in widths))
         for row in cells:
