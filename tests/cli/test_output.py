@@ -141,3 +141,11 @@ def test_the_ingest_kinds_are_the_schemas():
     from schemas.structure import OriginKind
 
     assert ORIGIN_KINDS == [k.value for k in OriginKind]
+
+
+def test_pymatgen_says_nothing_about_noble_gas_electronegativity():
+    """It printed a 'No Pauling electronegativity' warning per noble gas into `make demo`'s output."""
+    script = ("import warnings; warnings.simplefilter('default'); import registry; from pymatgen.core import Element; "
+              "[Element(e).X for e in ('He', 'Ne', 'Ar')]")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Pauling" not in proc.stderr
