@@ -23,6 +23,8 @@ ORIGIN_KINDS = ["mined", "generated", "dft"]
 def print_report(report: IngestReport, where: str) -> None:
     click.echo(f"read {report.read}: ingested {report.ingested}, updated {report.updated}, "
                f"unchanged {report.unchanged}, rejected {report.rejected}")
+    if report.repaired:
+        click.echo(f"  repaired {report.repaired:>6}  changed in the database since it was ingested: written again")
     for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
         click.echo(f"  rejected {n:>6}  {reason}")
     click.echo(f"documents in {where}.structures; reasons for rejects in {where}.rejects")
@@ -60,15 +62,15 @@ def ingest(ctx: Context, paths: tuple[Path, ...], source: str | None, kind: str,
     from tqdm import tqdm
 
     from registry.io.ingest import Ingestor
-    from registry.io.readers import iter_input_files, read_mp_api, read_path
+    from registry.io.readers import iter_inputs, read_mp_api, read_path
     from schemas.structure import OriginKind
 
     reg = ctx.registry
     ingestor = Ingestor(reg)
 
     def records() -> Iterator[Record]:
-        for path in iter_input_files(paths):
-            yield from read_path(path, source=source, kind=OriginKind(kind))
+        for path, name in iter_inputs(paths):
+            yield from read_path(path, source=source, kind=OriginKind(kind), name=name)
         if mp_api:
             split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
             yield from read_mp_api(_mp_client(), elements=split(elements), chemsys=split(chemsys))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from multiprocessing import get_context
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pymatgen.core import Structure
@@ -40,13 +41,35 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    repaired: int = 0  # of `updated`: documents changed in the database since an ingest wrote them
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: IngestReport) -> None:
-        for name in ("read", "ingested", "updated", "unchanged", "rejected"):
+        for name in ("read", "ingested", "updated", "unchanged", "rejected", "repaired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the database holds under a registry id: enough to tell a changed input from another input."""
+
+    content_hash: str | None
+    file: str | None
+    from_database: bool = True  # False once this ingest wrote it (the write may still be on its way)
+
+
+def _conflict(rid: str, holder: str | None) -> str:
+    """The reject of a record whose id another input holds: the registry never swaps one compound for another
+    under the same id (later stages and sets point at it). Its own `--source` keeps both."""
+    return (f"same id, another input: {rid} already holds the record from {holder or 'another input'}; it is kept, "
+            "not replaced: ingest this one with its own --source")
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """The same input file, however it was spelled (relative paths are taken from the working directory)."""
+    return a == b or (a is not None and b is not None and Path(a).resolve() == Path(b).resolve())
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -91,7 +114,7 @@ class Ingestor:
         registry.ensure_indexes(["structures", "rejects"])
         self.structures = registry.collection("structures")
         self.rejects = registry.collection("rejects")
-        self._stored: dict[str, dict[str, str]] = {}  # source -> registry_id -> content hash in the database
+        self._stored: dict[str, dict[str, Stored]] = {}  # source -> registry_id -> what the database holds
         self._described: dict[str, dict[str, Any] | str] = {}  # structure hash -> `describe`
         self._pool: ProcessPoolExecutor | None = None
 
@@ -116,12 +139,32 @@ class Ingestor:
                 self._pool = None
         return report
 
-    def _stored_hashes(self, source: str) -> dict[str, str]:
+    def _stored_hashes(self, source: str) -> dict[str, Stored]:
         """What the database holds for a source: one indexed read per source and ingest."""
         if source not in self._stored:
-            self._stored[source] = {d["registry_id"]: d.get("content_hash") for d in self.structures.find(
-                {"origin.source": source}, {"registry_id": 1, "content_hash": 1, "_id": 0})}
+            self._stored[source] = {d["registry_id"]: Stored(d.get("content_hash"), d.get("origin", {}).get("file"))
+                                    for d in self.structures.find({"origin.source": source},
+                                                                  {"registry_id": 1, "content_hash": 1,
+                                                                   "origin.file": 1, "_id": 0})}
         return self._stored[source]
+
+    def _altered(self, same: dict[str, tuple[str, str, Record]]) -> set[str]:
+        """Which documents whose stored content hash matches the input no longer hold that content: their
+        structure, origin and reference hashed again (a document changed by hand, or by someone who could write to
+        the database). One read per batch; derived fields (formula, symmetry) are not checked."""
+        ids = [rid for rid, (_, _, record) in same.items()
+               if self._stored_hashes(record.origin.source)[rid].from_database]
+        altered = set(ids)
+        fields = {"registry_id": 1, "structure": 1, "origin": 1, "reference": 1, "content_hash": 1, "_id": 0}
+        for doc in self.structures.find({"registry_id": {"$in": ids}}, fields) if ids else ():
+            try:
+                digest = structure_hash(Structure.from_dict(doc["structure"]))
+                rehashed = content_hash(digest, Origin.model_validate(doc["origin"]), doc.get("reference") or {})
+            except Exception:  # a document too damaged to read is altered too
+                continue
+            if rehashed == doc.get("content_hash") == same[doc["registry_id"]][1]:
+                altered.discard(doc["registry_id"])
+        return altered
 
     def _describe(self, structures: dict[str, Structure]) -> None:
         """`describe` each distinct structure not seen yet, over worker processes when there are many."""
@@ -151,6 +194,9 @@ class Ingestor:
                 rejects.append(self._reject(record, record.reason or "no structure"))
                 continue
             rid = record.origin.registry_id()
+            if rid in todo and not _same_file(todo[rid][2].origin.file, record.origin.file):
+                rejects.append(self._reject(record, _conflict(rid, todo[rid][2].origin.file)))
+                continue
             if rid in todo:  # the same record twice in one input: the last one stands
                 report.unchanged += 1
             try:
@@ -161,9 +207,20 @@ class Ingestor:
                 continue
             todo[rid] = (digest, content_hash(digest, record.origin, reference), record)
 
-        changed = {rid: v for rid, v in todo.items()
-                   if self._stored_hashes(v[2].origin.source).get(rid) != v[1]}
-        report.unchanged += len(todo) - len(changed)
+        changed: dict[str, tuple[str, str, Record]] = {}
+        same: dict[str, tuple[str, str, Record]] = {}
+        for rid, (digest, chash, record) in todo.items():
+            stored = self._stored_hashes(record.origin.source).get(rid)
+            if stored is None or stored.content_hash != chash and _same_file(stored.file, record.origin.file):
+                changed[rid] = (digest, chash, record)
+            elif stored.content_hash != chash:  # another input under this id: never swapped in
+                rejects.append(self._reject(record, _conflict(rid, stored.file)))
+            else:
+                same[rid] = (digest, chash, record)
+        for rid in self._altered(same):  # changed in the database since it was written: written again
+            changed[rid] = same.pop(rid)
+            report.repaired += 1
+        report.unchanged += len(same)
         self._describe({digest: record.structure for digest, _, record in changed.values()})
         now = datetime.now(UTC)
         new, updates = [], []
@@ -178,11 +235,12 @@ class Ingestor:
             stored = self._stored_hashes(record.origin.source)
             if rid in stored:
                 report.updated += 1
-                updates.append(UpdateOne({"registry_id": rid}, {"$set": body}))
+                updates.append(UpdateOne({"registry_id": rid}, {"$set": body, "$setOnInsert": {"created_at": now}},
+                                         upsert=True))
             else:
                 report.ingested += 1
                 new.append({**body, "created_at": now})
-            stored[rid] = chash
+            stored[rid] = Stored(chash, record.origin.file, from_database=False)
         reject_ops = [UpdateOne({"reject_id": r.reject_id}, {"$setOnInsert": to_mongo(r)}, upsert=True)
                       for r in rejects]
         for reject in rejects:

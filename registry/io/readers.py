@@ -110,23 +110,32 @@ def _shorten(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def iter_input_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files to read, folders expanded (sorted, so runs are reproducible)."""
+def iter_inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
+    """Files to read, folders expanded (sorted, so runs are reproducible), each with its name: its stem, after
+    the folders between it and the folder given (`a/sample` and `b/sample` stay two records)."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in STRUCTURE_SUFFIXES)
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in STRUCTURE_SUFFIXES):
+                yield file, file.relative_to(path).with_name(file.stem).as_posix()
         else:
-            yield path
+            yield path, path.stem
 
 
-def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKind.mined) -> Iterator[Record]:
-    """Records from one file, by its type. Unreadable files become one reject each."""
+def iter_input_files(paths: Iterable[Path]) -> Iterator[Path]:
+    return (file for file, _ in iter_inputs(paths))
+
+
+def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKind.mined,
+              name: str | None = None) -> Iterator[Record]:
+    """Records from one file, by its type. Unreadable files become one reject each. `name` (from `iter_inputs`;
+    default the file's stem) is the source id of a file's only record, the prefix of its others'."""
     suffix = _suffix(path)
     readers = {".cif": read_cif, ".csv": read_csv, ".json": read_json, ".json.gz": read_json}
     if suffix not in readers:
         raise RegistryError(f"{path}: unknown input type {suffix or '(none)'}; expected a CIF, a CSV with a cif "
                             "column, JSON of structures or entries, or a folder of them")
-    origin = _origin(kind, source or suffix.lstrip(".").split(".")[0], path.stem, path)
+    name = name or path.stem
+    origin = _origin(kind, source or suffix.lstrip(".").split(".")[0], name, path)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -136,37 +145,41 @@ def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKi
         yield Record.reject(origin, f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
         return
     try:
-        yield from readers[suffix](path, source=origin.source, kind=kind)
+        yield from readers[suffix](path, source=origin.source, kind=kind, name=name)
     except (OSError, UnicodeDecodeError) as exc:
         yield Record.reject(origin, f"cannot read file: {exc}")
 
 
-def read_cif(path: Path, source: str = "cif", kind: OriginKind = OriginKind.mined) -> Iterator[Record]:
+def read_cif(path: Path, source: str = "cif", kind: OriginKind = OriginKind.mined,
+             name: str | None = None) -> Iterator[Record]:
+    name = name or path.stem
     text = path.read_text(errors="strict")
     try:
         structures = parse_cif(text)
     except ValueError as exc:
-        yield Record.reject(_origin(kind, source, path.stem, path), str(exc), raw=text)
+        yield Record.reject(_origin(kind, source, name, path), str(exc), raw=text)
         return
     for i, structure in enumerate(structures):
-        source_id = path.stem if len(structures) == 1 else f"{path.stem}#{i}"
+        source_id = name if len(structures) == 1 else f"{name}#{i}"
         yield Record(_origin(kind, source, source_id, path, i if len(structures) > 1 else None), structure)
 
 
-def read_csv(path: Path, source: str = "csv", kind: OriginKind = OriginKind.mined) -> Iterator[Record]:
+def read_csv(path: Path, source: str = "csv", kind: OriginKind = OriginKind.mined,
+             name: str | None = None) -> Iterator[Record]:
     """A CSV with a `cif` column (the MP-20 / CDVAE layout): ids and reference properties from other columns."""
+    name = name or path.stem
     csv.field_size_limit(MAX_FILE_BYTES)
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
         if "cif" not in columns:
-            yield Record.reject(_origin(kind, source, path.stem, path),
+            yield Record.reject(_origin(kind, source, name, path),
                                 f"CSV has no 'cif' column (columns: {', '.join(columns) or 'none'})")
             return
         id_column = next((columns[c] for c in ID_COLUMNS if c in columns), None)
         for row_number, row in enumerate(reader):
             source_id = (row.get(id_column) or "").strip() if id_column else ""
-            origin = _origin(kind, source, source_id or f"{path.stem}:{row_number}", path, row_number)
+            origin = _origin(kind, source, source_id or f"{name}:{row_number}", path, row_number)
             text = row.get(columns["cif"]) or ""
             try:
                 structure = parse_cif(text)[0]
@@ -198,28 +211,30 @@ def _entry_record(obj: Any, origin: Origin) -> Record:
     return Record.reject(origin, f"expected a pymatgen Structure or ComputedStructureEntry, got {type(obj).__name__}")
 
 
-def read_json(path: Path, source: str = "json", kind: OriginKind = OriginKind.mined) -> Iterator[Record]:
+def read_json(path: Path, source: str = "json", kind: OriginKind = OriginKind.mined,
+              name: str | None = None) -> Iterator[Record]:
     """JSON (optionally gzipped) of a pymatgen Structure, a ComputedStructureEntry, or a list of them."""
+    name = name or path.stem
     raw = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
                 raw = gz.read(MAX_FILE_BYTES + 1)  # bounded: a gzip bomb stops at the limit
         except (OSError, EOFError) as exc:
-            yield Record.reject(_origin(kind, source, path.stem, path), f"not valid gzip: {exc}")
+            yield Record.reject(_origin(kind, source, name, path), f"not valid gzip: {exc}")
             return
         if len(raw) > MAX_FILE_BYTES:
-            yield Record.reject(_origin(kind, source, path.stem, path), "decompressed JSON is over the size limit")
+            yield Record.reject(_origin(kind, source, name, path), "decompressed JSON is over the size limit")
             return
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the decoder allows
-        yield Record.reject(_origin(kind, source, path.stem, path), f"not valid JSON: {exc}",
+        yield Record.reject(_origin(kind, source, name, path), f"not valid JSON: {exc}",
                             raw=raw[:500].decode(errors="replace"))
         return
     items = data if isinstance(data, list) else [data]
     for i, item in enumerate(items):
-        origin = _origin(kind, source, path.stem if len(items) == 1 else f"{path.stem}#{i}", path, i)
+        origin = _origin(kind, source, name if len(items) == 1 else f"{name}#{i}", path, i)
         if (sites := _site_count(item)) > MAX_SITES:  # refused before pymatgen builds them
             yield Record.reject(origin, f"item {i} has {sites} sites, more than the limit of {MAX_SITES}")
             continue

@@ -10,13 +10,13 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from registry.io.ingest import Ingestor
-from registry.io.readers import iter_input_files, read_path
+from registry.io.readers import iter_inputs, read_path
 from registry.io.records import Record
 from schemas.structure import Origin
 
 
 def ingest(registry, *paths):
-    return Ingestor(registry).write(rec for p in iter_input_files(map(Path, paths)) for rec in read_path(p))
+    return Ingestor(registry).write(rec for p, name in iter_inputs(map(Path, paths)) for rec in read_path(p, name=name))
 
 
 def rocksalt(a: float = 4.21) -> Structure:
@@ -136,3 +136,65 @@ def test_registry_ids_are_stable_across_runs():
     assert origin.registry_id() == Origin(kind="mined", source="csv", source_id="mp-1", row=7).registry_id()
     assert origin.registry_id() != Origin(kind="mined", source="cif", source_id="mp-1").registry_id()
     assert np.all([c in "0123456789abcdef" for c in origin.registry_id()[4:]])
+
+
+def manganosite() -> Structure:
+    return Structure(Lattice.cubic(4.44), ["Mn", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_files_of_one_name_in_two_folders_are_two_records(registry, tmp_path):
+    for folder, structure in (("a", rocksalt()), ("b", manganosite())):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "sample.cif").write_text(structure.to(fmt="cif"))
+    assert ingest(registry, tmp_path).ingested == 2
+    found = {d["origin"]["source_id"]: d["formula_pretty"] for d in registry.find()}
+    assert found == {"a/sample": "MgO", "b/sample": "MnO"}
+
+
+def test_another_input_under_the_same_id_is_kept_out_and_never_swapped_in(registry, tmp_path):
+    """`a/sample.cif` and `b/sample.cif` given as files share an id: the first stays, the second is a reject that
+    says why and what to do, in the same run or a later one; its own --source ingests it."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    paths = []
+    for folder, structure in (("a", rocksalt()), ("b", manganosite())):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "sample.cif")
+        paths[-1].write_text(structure.to(fmt="cif"))
+    run = CliRunner().invoke(cli, ["--db", registry.uri, "ingest", *map(str, paths)], catch_exceptions=False)
+    assert "ingested 1, updated 0, unchanged 0, rejected 1" in run.stdout
+    assert "same id, another input" in run.stdout
+    assert ingest(registry, paths[1]).rejected == 1
+    [doc] = registry.find()
+    assert doc["formula_pretty"] == "MgO"
+    [reject] = registry.find(collection="rejects")
+    assert "--source" in reject["reason"] and reject["file"] == str(paths[1])
+    both = CliRunner().invoke(cli, ["--db", registry.uri, "ingest", str(paths[1]), "--source", "b"])
+    assert "ingested 1" in both.stdout
+    assert sorted(d["formula_pretty"] for d in registry.find()) == ["MgO", "MnO"]
+
+
+def test_two_csvs_with_one_material_id_do_not_overwrite_each_other(registry, tmp_path):
+    for name, structure in (("one.csv", rocksalt()), ("two.csv", manganosite())):
+        cif = structure.to(fmt="cif").replace('"', "")
+        (tmp_path / name).write_text(f'material_id,cif\nm-1,"{cif}"\n')
+    first, second = ingest(registry, tmp_path / "one.csv"), ingest(registry, tmp_path / "two.csv")
+    assert (first.ingested, second.ingested, second.rejected) == (1, 0, 1)
+    assert [d["formula_pretty"] for d in registry.find()] == ["MgO"]
+
+
+@pytest.mark.parametrize("change", [{"reference.e_above_hull": -9.99}, {"structure.lattice.matrix.0.0": 9.0},
+                                    {"origin.source_id": "other"}])
+def test_a_document_changed_in_the_database_is_written_again_by_the_next_ingest(registry, tmp_path, change):
+    """Re-ingest checks what is stored, not only the stored content hash (which a hand edit leaves as it was)."""
+    path = tmp_path / "rows.csv"
+    path.write_text(f'material_id,e_above_hull,cif\nm-1,0.05,"{rocksalt().to(fmt="cif").replace(chr(34), "")}"\n')
+    ingest(registry, path)
+    before = registry.find(fields=["reference", "structure", "origin"])
+    registry.collection("structures").update_one({}, {"$set": change})
+    report = ingest(registry, path)
+    assert (report.updated, report.repaired, report.unchanged) == (1, 1, 0)
+    assert registry.find(fields=["reference", "structure", "origin"]) == before
+    assert ingest(registry, path).unchanged == 1
