@@ -28,14 +28,15 @@ demo: install
 	$(BIN)/registry db start
 	$(BIN)/registry ingest $(SAMPLE)/mp20 $(SAMPLE)/tunnel_references
 	$(BIN)/registry generate cdvae $(SAMPLE)/cdvae/eval_gen_arrays.npz --filter oxides --limit 200
-	$(BIN)/registry generate substitute --prototype $(AKAGANEITE) --max-per-parent 12
+	$(BIN)/registry generate substitute --framework tunnel --prototype $(AKAGANEITE) --max-per-parent 2
 	$(BIN)/registry build all --workers 2 --steps 300
 	$(BIN)/registry sets create demo-top --top 10 -d "best Mg-host candidates of the demo run" --author make-demo
+	$(BIN)/registry build optimade  # the OPTIMADE view (registry serve) lists the new set's members in _tmo_sets
 	rm -f $(OUT)/demo-top.tar.gz  # a bundle is never overwritten in place
 	$(BIN)/registry sets export demo-top $(OUT)/demo-top.tar.gz
 	$(BIN)/registry report $(OUT)/report.html --set demo-top
 	$(BIN)/registry stats
-	@echo "database: $(REGISTRY_HOME) (registry db status); set bundle: $(OUT)/demo-top.tar.gz; report: $(OUT)/report.html"
+	@echo "database: $(REGISTRY_HOME) (registry db status); set bundle: $(OUT)/demo-top.tar.gz; report: $(OUT)/report.html; OPTIMADE API: registry serve"
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10

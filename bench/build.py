@@ -45,8 +45,9 @@ def replicate(reg: Registry, copies: int) -> None:
     for name in ("structures", *TARGETS.values()):
         coll = reg.collection(name)
         docs = list(coll.find({"registry_id": {"$not": {"$regex": "~"}}}, {"_id": 0}))
-        have = coll.count_documents({}) // max(1, len(docs))
-        for k in range(have, copies if docs else 1):
+        if not docs:
+            continue
+        for k in range(max(1, coll.count_documents({}) // len(docs)), copies):
             batch = []
             for d in docs:
                 c = dict(d)

@@ -119,6 +119,8 @@ def main() -> None:
                 {"state": "successful"}, collection="relaxed", fields=["initial_energy_per_atom", "energy_per_atom"])
                 if d.get("initial_energy_per_atom") is not None]
             misses = screen_misses(reg, args.presets.split(","), args.margin, args.channel_margin, BuildOptions.ion)
+            refined = reg.find({"state": "successful"}, collection="refined",
+                               fields=["refined", "tier_one_energy_per_atom", "energy_per_atom"])
         finally:
             server.stop()
 
@@ -132,6 +134,11 @@ def main() -> None:
     print(f"build time, all presets: {total / 60:.1f} min")
     for line in misses:
         print(line)
+    moved = [d["energy_per_atom"] - d["tier_one_energy_per_atom"] for d in refined if d["refined"]]
+    if refined:
+        print(f"second tier ({BuildOptions.refine_potential}): {len(moved)} of {len(refined)} relaxed structures "
+              f"refined" + (f"; its energy minus the relaxation's (eV/atom): median {statistics.median(moved):+.3f}, "
+                            f"min {min(moved):+.3f}, max {max(moved):+.3f}" if moved else ""))
     if drops:
         q = statistics.quantiles(drops, n=20)
         print(f"relaxation energy drop over {len(drops)} structures (eV/atom): median {statistics.median(drops):.3f}, "

@@ -1,12 +1,14 @@
 """The build chain: which builder makes each stage, in which order, from which stores.
 
-    structures -> validated -> screened -> relaxed -> predicted -> stability -> tunnels -> insertion
-    -> (dft_comparison) -> candidates
+    structures -> validated -> screened -> relaxed -> refined -> predicted -> stability -> tunnels -> insertion
+    -> (dft_comparison) -> candidates -> funnel -> optimade_structures (the OPTIMADE view, with candidate sets)
 
 The funnel: the preset's prefilter (composition, novelty) narrows what is screened; one static energy per
 structure (screen) holds back what relaxation cannot bring under the preset's E_hull limit; relax takes the rest,
-lowest static E_hull first; tunnels analyses only what is under the E_hull limit after relaxation; insertion
-(the costliest per structure) takes only those whose channel admits an ion it is asked for.
+lowest static E_hull first; refine recomputes, with the accurate second-tier potential, the energy of what
+relaxation left within the E_hull limit plus the refine margin, and predict and stability use it; tunnels analyses
+only what is under the E_hull limit after that; insertion (the costliest per structure) takes only those whose
+channel admits an ion it is asked for.
 `exhaustive=True` turns the screen and the E_hull gates off.
 
 `build(reg, "all")` runs every stage in order; each is incremental, so a second run does no work.
@@ -31,7 +33,9 @@ class BuildOptions:
     """Everything a user can set on `registry build`."""
 
     force: bool = False
-    potential: str = "chgnet"
+    potential: str = "chgnet"  # tier one: screen, relaxation, insertion (docs/potentials.md says why)
+    refine_potential: str | None = "sevenn:7net-0"  # tier two: the survivors' energies; None (or "none"): off
+    refine_margin: float = 0.05  # eV/atom the second tier may bring a structure below the first tier's E_hull (docs/potentials.md)
     device: str = "cpu"
     fmax: float = 0.1
     steps: int = 500
@@ -115,11 +119,27 @@ def _relax(reg: Registry, o: BuildOptions) -> Builder:
                         batch_size=o.relax_batch, force=o.force, **gate)
 
 
+def _refine_spec(o: BuildOptions) -> str | None:
+    return None if o.refine_potential in (None, "", "none") else o.refine_potential
+
+
+def _refine(reg: Registry, o: BuildOptions) -> Builder | None:
+    """Within the preset's E_hull limit plus the refine margin (everything when exhaustive or without a limit)."""
+    from builders.refine import RefineBuilder
+
+    if (spec := _refine_spec(o)) is None:
+        return None
+    limit = o.e_above_hull()
+    return RefineBuilder(reg.store("relaxed"), reg.store("refined"), *_known(reg), potential=spec, device=o.device,
+                         max_e_above_hull=None if o.exhaustive or limit is None else limit + o.refine_margin,
+                         force=o.force)
+
+
 def _predict(reg: Registry, o: BuildOptions) -> Builder:
     from builders.predict import PredictBuilder
 
-    return PredictBuilder(reg.store("relaxed"), reg.store("predicted"), bandgap_model=o.bandgap_model,
-                          force=o.force)
+    return PredictBuilder(reg.store("relaxed"), reg.store("predicted"), reg.store("refined"),
+                          refine_potential=_refine_spec(o), bandgap_model=o.bandgap_model, force=o.force)
 
 
 def _stability(reg: Registry, o: BuildOptions) -> Builder:
@@ -169,8 +189,8 @@ def _dft(reg: Registry, o: BuildOptions) -> Builder:
 def _rank(reg: Registry, o: BuildOptions) -> Builder:
     from builders.rank import RankBuilder
 
-    return RankBuilder(*(reg.store(n) for n in ("validated", "predicted", "stability", "tunnels", "dft_comparison",
-                                                "insertion", "candidates")),
+    return RankBuilder(*(reg.store(n) for n in ("validated", "relaxed", "predicted", "stability", "tunnels",
+                                                "dft_comparison", "insertion", "candidates")),
                        preset=o.preset, ion=o.ion, force=o.force)
 
 
@@ -181,6 +201,16 @@ def _funnel(reg: Registry, o: BuildOptions) -> Builder:
                                                   "tunnels", "candidates", "funnel")),
                          preset=o.preset, ion=o.ion, scope=o.relax_scope(), margin=o.margin,
                          channel_margin=o.channel_margin, exhaustive=o.exhaustive)
+
+
+def _optimade(reg: Registry, o: BuildOptions) -> Builder:
+    """Every structure, whatever the options: the view serves the whole registry."""
+    from builders.optimade import OptimadeBuilder
+
+    return OptimadeBuilder(*(reg.store(n) for n in ("structures", "validated", "relaxed", "predicted", "stability",
+                                                    "tunnels", "insertion", "candidates")),
+                           reg.store("candidate_sets", key="name", last_updated_field="updated_at"),
+                           reg.store("optimade_structures"), force=o.force)
 
 
 @dataclass(frozen=True)
@@ -201,7 +231,9 @@ CHAIN: tuple[Stage, ...] = (
     Stage("screen", "builders.screen:ScreenBuilder", ("validated", "references", "reference_sets", "structures"),
           "screened", True, _screen),
     Stage("relax", "builders.relax:RelaxBuilder", ("validated", "screened"), "relaxed", True, _relax),
-    Stage("predict", "builders.predict:PredictBuilder", ("relaxed",), "predicted", False, _predict),
+    Stage("refine", "builders.refine:RefineBuilder", ("relaxed", "references", "reference_sets", "structures"),
+          "refined", True, _refine),
+    Stage("predict", "builders.predict:PredictBuilder", ("relaxed", "refined"), "predicted", False, _predict),
     Stage("stability", "builders.stability:StabilityBuilder",
           ("predicted", "references", "reference_sets", "structures"), "stability", False, _stability),
     Stage("tunnels", "builders.tunnels:TunnelsBuilder", ("relaxed", "stability"), "tunnels", True, _tunnels),
@@ -210,10 +242,13 @@ CHAIN: tuple[Stage, ...] = (
           _insertion),
     Stage("dft", "builders.dft:DftBuilder", ("dft", "relaxed", "predicted", "stability", "references",
                                              "reference_sets", "structures"), "dft_comparison", False, _dft),
-    Stage("rank", "builders.rank:RankBuilder", ("predicted", "validated", "stability", "tunnels", "dft_comparison",
-                                                "insertion"), "candidates", False, _rank),
+    Stage("rank", "builders.rank:RankBuilder", ("predicted", "validated", "relaxed", "stability", "tunnels",
+                                                "dft_comparison", "insertion"), "candidates", False, _rank),
     Stage("funnel", "builders.funnel:FunnelBuilder", ("validated", "screened", "relaxed", "predicted", "stability",
                                                       "tunnels", "candidates"), "funnel", False, _funnel),
+    Stage("optimade", "builders.optimade:OptimadeBuilder", ("structures", "validated", "relaxed", "predicted",
+                                                            "stability", "tunnels", "insertion", "candidates",
+                                                            "candidate_sets"), "optimade_structures", False, _optimade),
 )
 STAGES = tuple(s.name for s in CHAIN)
 TARGETS = {s.name: s.target for s in CHAIN}

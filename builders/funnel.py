@@ -71,7 +71,9 @@ class FunnelBuilder(StageBuilder):
         doc = FunnelDoc(funnel_id=f"{v['registry_id']}:{self.preset}:{self.ion}", registry_id=v["registry_id"],
                         preset=self.preset, ion=self.ion, formula_pretty=v.get("formula_pretty") or "?",
                         origin_kind=v.get("origin_kind") or "?", reached=reached, left_at=left_at, pending=pending,
-                        reason=reason, provenance=Provenance(builder="funnel", parameters=self.parameters()))
+                        reason=reason, warnings=(item["relaxed"] or {}).get("warnings") or [],
+                        energy_source=(item["predicted"] or {}).get("energy_source"),
+                        provenance=Provenance(builder="funnel", parameters=self.parameters()))
         return [to_mongo(doc)]
 
     def _verdict(self, item: dict) -> tuple[str, str | None, bool, str | None]:
@@ -113,5 +115,6 @@ class FunnelBuilder(StageBuilder):
             return reached, "rank", True, "rank has not run on it yet"
         if candidate["passed"]:
             return "rank", None, False, None
-        failed = [c["name"] for c in candidate["criteria"] if c["hard"] and not c["passed"]]
-        return reached, "rank", False, "fails " + ", ".join(failed)
+        failed = [c for c in candidate["criteria"] if c["hard"] and not c["passed"]]
+        return reached, "rank", False, "fails " + ", ".join(c["name"] + (f" ({c['note']})" if c.get("note") else "")
+                                                          for c in failed)

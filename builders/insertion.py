@@ -105,12 +105,9 @@ class InsertionBuilder(StageBuilder):
             return [self._doc(item, info, provenance, {}, {}, f"insertion failed: {type(exc).__name__}: {exc}")]
 
     def _context(self) -> tuple[Potential, PotentialInfo, Provenance]:
-        from registry.science.potentials import check_potential, load_potential
+        from registry.science.potentials import checked_potential
 
-        potential = load_potential(self.potential, self.device)
-        report = check_potential(potential)  # ModelCheckError: the whole stage stops, nothing written
-        info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
-                             model_check_max_error=report.max_abs_error)
+        potential, info = checked_potential(self.potential, self.device)  # ModelCheckError: the stage stops
         provenance = Provenance(builder="insertion", model=potential.name, model_version=potential.version,
                                 parameters={"ions": self.ions, "potential": self.potential,
                                             "only_admitted": self.only_admitted, **self.settings.model_dump()})

@@ -51,19 +51,12 @@ class RelaxBuilder(StageBuilder):
     def settings(self) -> RelaxSettings:
         return RelaxSettings(fmax=self.fmax, steps=self.steps)
 
-    def _potential(self):
-        from registry.science.potentials import check_potential, load_potential
-
-        potential = load_potential(self.potential, self.device)
-        report = check_potential(potential)  # raises ModelCheckError: the whole stage stops, nothing written
-        return potential, report
-
     def process_groups(self, groups: list[dict]) -> list[dict]:
         """A batch is relaxed in lockstep: one batched forward pass per optimizer step."""
+        from registry.science.potentials import checked_potential
+
         item = [g["docs"][0] for g in groups]
-        potential, report = self._potential()
-        info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version,
-                             device=self.device, model_check_max_error=report.max_abs_error)
+        potential, info = checked_potential(self.potential, self.device)  # ModelCheckError: nothing written
         provenance = Provenance(builder="relax", model=potential.name, model_version=potential.version,
                                 parameters={"fmax": self.fmax, "steps": self.steps, "potential": self.potential,
                                             "optimizer": self.settings().optimizer,
@@ -84,6 +77,7 @@ class RelaxBuilder(StageBuilder):
             initial_energy_per_atom=result.initial_energy_per_atom,
             energy_per_atom=result.final_energy_per_atom if ok else None, steps=result.steps,
             max_force=result.max_force, volume_change=result.volume_change, rmsd=result.rmsd,
+            warnings=result.warnings, relaxation_sane=not result.warnings if ok else None,
             fmax=self.fmax, max_steps=self.steps, potential=info,
         )
         return to_mongo(doc)

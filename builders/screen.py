@@ -70,13 +70,10 @@ class ScreenBuilder(StageBuilder):
 
     def process_groups(self, groups: list[dict]) -> list[dict]:
         """One batched static energy for the whole batch; a structure that breaks it is evaluated alone."""
-        from registry.science.potentials import check_potential, load_potential
+        from registry.science.potentials import checked_potential
 
         items = [g["docs"][0] for g in groups]
-        potential = load_potential(self.potential, self.device)
-        check = check_potential(potential)
-        info = PotentialInfo(spec=self.potential, name=potential.name, version=potential.version, device=self.device,
-                             model_check_max_error=check.max_abs_error)
+        potential, info = checked_potential(self.potential, self.device)
         provenance = Provenance(builder="screen", model=potential.name, model_version=potential.version,
                                 parameters={"ions": self.ions, "free_sphere": "zeo++ (pyzeo), Shannon radii"})
         try:

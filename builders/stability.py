@@ -37,7 +37,8 @@ class StabilityBuilder(StageBuilder):
         self.known = KnownCompounds(references, reference_sets, structures)
         scope = {"state": State.successful.value, "formation_energy_per_atom": {"$type": "number"}, **(query or {})}
         super().__init__(predicted, stability, query=scope, reads=[references, reference_sets, structures],
-                         projection=["registry_id", "formula_pretty", "chemsys", "formation_energy_per_atom"], **kwargs)
+                         projection=["registry_id", "formula_pretty", "chemsys", "formation_energy_per_atom",
+                                     "energy_source", "predictions.formation_energy_per_atom"], **kwargs)
 
     def dependency_time(self, chemsys: str) -> datetime | None:
         return self.known.updated(chemsys)
@@ -61,7 +62,8 @@ class StabilityBuilder(StageBuilder):
             out.append(to_mongo(StabilityDoc(
                 registry_id=d["registry_id"], provenance=provenance,
                 formula_pretty=d["formula_pretty"], chemsys=chemsys,
-                formation_energy_per_atom=d["formation_energy_per_atom"], e_above_hull=ref.e_above_hull,
+                formation_energy_per_atom=d["formation_energy_per_atom"], energy_source=d.get("energy_source", "relaxed"),
+                energy_model=_model(d), e_above_hull=ref.e_above_hull,
                 e_above_hull_all=e_hull_all, decomposition=ref.decomposition, n_references=hull.n_references,
                 n_references_same_system=same_system, thin_hull=same_system == 0,
                 reference_sets=list(hull.basis.reference_sets), energy_schemes=list(hull.basis.energy_schemes),
@@ -69,6 +71,12 @@ class StabilityBuilder(StageBuilder):
                 warnings=_warnings(hull, ref.e_above_hull),
             )))
         return out
+
+
+def _model(predicted: dict) -> str | None:
+    """The potential behind a predicted E_form, as "name [version]"."""
+    made = (predicted.get("predictions") or {}).get("formation_energy_per_atom")
+    return f"{made['model']} [{made['version']}]" if made else None
 
 
 def _warnings(hull: ReferenceHull, e_above_hull: float) -> list[str]:

@@ -48,9 +48,21 @@ VOLATILE = ("_id", "last_updated", "sources_updated", "content_hash", "provenanc
 
 
 def content_hash(doc: dict[str, Any]) -> str:
-    """Hash of a document's content: timestamps and provenance aside (they change with every build)."""
-    body = {k: v for k, v in doc.items() if k not in VOLATILE and not isinstance(v, datetime)}
+    """Hash of a document's content: timestamps and provenance aside (they change with every build), floats to 6
+    significant digits and those under 1e-9 as 0 (a relaxation batched with other structures differs in the last
+    bits, a coordinate at 0 in its sign: not a change)."""
+    body = {k: _rounded(v) for k, v in doc.items() if k not in VOLATILE and not isinstance(v, datetime)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return 0.0 if abs(value) < 1e-9 else float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _newest(*times: datetime | None) -> datetime | None:

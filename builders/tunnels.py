@@ -9,7 +9,7 @@ from maggma.core import Store
 from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
-from registry.science.channels import DEFAULT_IONS, analyze_channels
+from registry.science.channels import DEFAULT_IONS, analyze_channels, thresholds
 from schemas.base import to_mongo
 from schemas.stage import Provenance, State
 from schemas.tunnels import TunnelsDoc
@@ -30,7 +30,8 @@ class TunnelsBuilder(StageBuilder):
                          projection=SOURCE_FIELDS, **kwargs)
 
     def parameters(self) -> dict[str, Any]:
-        return {"ions": self.ions}
+        """Other ions, or recalibrated thresholds, redo every analysis."""
+        return {"ions": self.ions, "calibration": thresholds()[1]}
 
     def process_group(self, item: dict) -> list[dict]:
         [source] = item["docs"]
@@ -45,6 +46,7 @@ class TunnelsBuilder(StageBuilder):
             formula_pretty=source["formula_pretty"], chemsys=source["chemsys"], has_1d_channel=report.has_1d_channel,
             channel_axis=(axis.label or "[{} {} {}]".format(*axis.uvw)) if axis else None,
             free_sphere=report.zeopp.df if report.zeopp else None,
-            admits={ion: ch.admits for ion, ch in report.ions.items()}, report=report,
+            admits={ion: ch.admits for ion, ch in report.ions.items()},
+            dimensionality={ion: ch.dimensionality for ion, ch in report.ions.items()}, report=report,
         )
         return [to_mongo(doc)]

@@ -12,6 +12,8 @@ from cli.display import print_table, terminal_width
 from cli.main import Context, pass_context
 from cli.query import parse_filter
 from cli.references import echo_load
+from cli.run_metrics import summary_line
+from registry.db.run_quality import refresh
 from registry.science.criteria import PRESETS, WORKING_IONS
 
 TOP_FIELDS = ["formula_pretty", "origin_kind", "passed", "score", "values.formation_energy_per_atom",
@@ -38,13 +40,20 @@ def _print(report: StageReport, database: str) -> None:
 @click.option("--force", is_flag=True, help="Rebuild everything in scope, not only what changed.")
 @click.option("--ion", type=click.Choice(WORKING_IONS), default="Mg", show_default=True, help="Working ion to rank for.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tunnel", show_default=True)
-@click.option("--potential", default="chgnet", show_default=True, help="'chgnet' or 'matgl:<model folder>'.")
+@click.option("--potential", default=BuildOptions.potential, show_default=True,
+              help="Tier one, for the screen, relaxation and insertion: 'chgnet', 'sevenn:7net-0', 'sevenn:7net-l3i5', "
+              "'sevenn:<checkpoint file>' or 'matgl:<model folder>'.")
+@click.option("--refine-potential", default=BuildOptions.refine_potential, show_default=True,
+              help="Tier two: a static energy of each relaxed structure still within the E_hull limit plus "
+              "--refine-margin, used for E_form and E_hull; 'none' to use the relaxation's energy only.")
+@click.option("--refine-margin", default=BuildOptions.refine_margin, show_default=True,
+              help="How far (eV/atom) the second tier may bring a structure below the first tier's E_hull.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fmax", default=0.1, show_default=True, help="Relaxation force criterion, eV/Å.")
 @click.option("--steps", default=500, show_default=True, help="Relaxation step limit.")
 @click.option("--relax-batch", default=BuildOptions.relax_batch, show_default=True,
               help="Structures relaxed in lockstep, one batched forward pass per step (larger pays on a GPU).")
-@click.option("--workers", default=1, show_default=True, help="Processes for screen, relax, tunnels and insertion.")
+@click.option("--workers", default=1, show_default=True, help="Processes for screen, relax, refine, tunnels and insertion.")
 @click.option("--bandgap-model", type=click.Path(exists=True, file_okay=False), help="Band-gap model folder.")
 @click.option("--scope", help="Mongo filter on validated documents: what to relax and carry on "
               "(default: the preset's composition and novelty criteria; '{}' for everything valid).")
@@ -67,24 +76,29 @@ def _print(report: StageReport, database: str) -> None:
               help="Step limit of each intercalated relaxation.")
 @click.option("--top", default=10, show_default=True, help="Candidates to show after ranking (0: none).")
 @pass_context
-def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str, device: str,
+def build_command(ctx: Context, stage: str, force: bool, ion: str, preset: str, potential: str,
+                  refine_potential: str, refine_margin: float, device: str,
                   fmax: float, steps: int, relax_batch: int, workers: int, bandgap_model: str | None, scope: str | None,
                   exhaustive: bool, margin: float, channel_margin: float, insertion_ions: tuple[str, ...],
                   insertion_sites: int, insertion_levels: int, insertion_configurations: int, insertion_steps: int,
                   top: int) -> None:
     """Run STAGE (default: all, in dependency order). Only new or changed documents are processed."""
     reg = ctx.registry
-    options = BuildOptions(force=force, potential=potential, device=device, fmax=fmax, steps=steps,
+    options = BuildOptions(force=force, potential=potential, refine_potential=refine_potential,
+                           refine_margin=refine_margin, device=device, fmax=fmax, steps=steps,
                            relax_batch=relax_batch, workers=workers,
                            bandgap_model=bandgap_model, ion=ion, preset=preset,
                            scope=parse_filter(scope) if scope else None, exhaustive=exhaustive, margin=margin,
                            channel_margin=channel_margin, insertion_ions=insertion_ions, insertion_sites=insertion_sites,
                            insertion_levels=insertion_levels, insertion_configurations=insertion_configurations,
                            insertion_steps=insertion_steps)
-    build(reg, stage, options, on_stage=lambda r: _print(r, reg.database), on_references=echo_load)
+    reports = build(reg, stage, options, on_stage=lambda r: _print(r, reg.database), on_references=echo_load)
+    if any(r.processed for r in reports):  # the generation runs' SUN figures follow what the build changed
+        for run_id, quality, changed in refresh(reg):
+            if changed:
+                click.echo(summary_line(run_id, quality))
     if stage in ("all", "rank") and top:
-        rows = reg.find({"preset": preset, "ion": ion}, collection="candidates", fields=TOP_FIELDS,
-                        sort=[("passed", -1), ("score", -1)], limit=top)
+        rows = reg.top_candidates(preset, ion, top, fields=TOP_FIELDS)
         n_pass = reg.count({"preset": preset, "ion": ion, "passed": True}, collection="candidates")
         click.echo(f"top candidates ({preset} preset, {ion}): {n_pass} pass every hard criterion")
         print_table(rows, TOP_FIELDS)

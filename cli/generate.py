@@ -20,13 +20,16 @@ from tqdm import tqdm
 from cli.ingest import print_report
 from cli.main import Context, pass_context
 from cli.query import parse_filter
+from cli.run_metrics import quality_table
 from generators.base import Generator
 from generators.cdvae import FILTERS, CDVAESamples, ElementFilter
 from generators.run import run_generator
 from generators.substitution import WORKING_IONS, SubstitutionGenerator
+from registry.db.run_quality import refresh
 from registry.errors import RegistryError
 from registry.io.ingest import IngestReport
 from registry.io.readers import read_path
+from registry.science.frameworks import select_frameworks
 from registry.science.metrics import GenerationTally
 from schemas.generation import GenerationRunDoc
 
@@ -71,9 +74,12 @@ def generate() -> None:
 @generate.command("substitute")
 @click.option("--query", metavar="FILTER",
               help="Mongo filter on structures selecting the frameworks (default: mined oxides with a transition "
-                   "metal; with --prototype and no --query, only the prototypes).")
+                   "metal; with --prototype or --framework and no --query, only those).")
 @click.option("--prototype", "prototypes", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A framework CIF (repeatable); its parent id is the id `registry ingest` gives the file.")
+@click.option("--framework", "library", multiple=True, metavar="ID",
+              help="A framework of the shipped library by id, or 'tunnel' for every tunnel host of it, 'all' for "
+                   "every framework (repeatable); its parent id is 'framework:<id>'.")
 @click.option("--threshold", type=float, default=1e-5, show_default=True,
               help="Least data-mined probability of a substitution (pymatgen's product over all species).")
 @click.option("--max-per-parent", type=int, default=20, show_default=True,
@@ -81,15 +87,21 @@ def generate() -> None:
 @click.option("--ions", default=",".join(WORKING_IONS), show_default=True,
               help="Working ions that may replace tunnel cations (H, alkali and alkaline-earth ions).")
 @pass_context
-def substitute(ctx: Context, query: str | None, prototypes: tuple[Path, ...], threshold: float, max_per_parent: int,
-               ions: str) -> None:
+def substitute(ctx: Context, query: str | None, prototypes: tuple[Path, ...], library: tuple[str, ...],
+               threshold: float, max_per_parent: int, ions: str) -> None:
     """New compositions by data-mined ionic substitution (Hautier et al. 2011) on known tunnel frameworks.
 
     Transition metals become other transition-metal ions and tunnel cations become working ions, keeping only
-    charge-balanced, distinct structures; each document records its parent and the substitution.
+    charge-balanced, distinct structures; each document records its parent and the substitution. Frameworks come
+    from the registry (--query), CIF files (--prototype) and the shipped library (--framework).
     """
-    mongo_filter = parse_filter(query) if query else (None if prototypes else DEFAULT_FRAMEWORKS)
+    mongo_filter = parse_filter(query) if query else (None if prototypes or library else DEFAULT_FRAMEWORKS)
     frameworks: dict[str, Structure] = {}
+    try:
+        for fw in select_frameworks(library):
+            frameworks[f"framework:{fw.id}"] = fw.structure()
+    except KeyError as exc:
+        raise click.BadParameter(exc.args[0], param_hint="--framework") from None
     if mongo_filter is not None:
         for doc in ctx.registry.find(mongo_filter, fields=["registry_id", "structure"], sort=[("registry_id", 1)]):
             frameworks[doc["registry_id"]] = Structure.from_dict(doc["structure"])
@@ -100,9 +112,9 @@ def substitute(ctx: Context, query: str | None, prototypes: tuple[Path, ...], th
             frameworks.setdefault(record.origin.registry_id(), record.structure)
     if not frameworks:
         raise RegistryError(f"no frameworks: the filter {json_util.dumps(mongo_filter)} matched no structures and "
-                            "no --prototype was given")
+                            "no --prototype or --framework was given")
     selection: dict[str, Any] = {"query": None if mongo_filter is None else json_util.dumps(mongo_filter),
-                                 "prototypes": [str(p) for p in prototypes]}
+                                 "prototypes": [str(p) for p in prototypes], "frameworks": list(library)}
     try:
         generator = SubstitutionGenerator(list(frameworks.items()), threshold=threshold,
                                           max_per_parent=max_per_parent, ions=_elements(ions), selection=selection)
@@ -184,3 +196,19 @@ def llm(ctx: Context, model_dir: Path, n: int, prompt: str | None, composition: 
     except (ValueError, OSError) as exc:
         raise RegistryError(f"cannot sample from {model_dir}: {exc}") from None
     run_and_report(ctx, generator, lambda: f"samples {n} from {model_dir.name} (version {generator.version})")
+
+
+@generate.command("metrics")
+@click.argument("run_id", required=False)
+@pass_context
+def metrics(ctx: Context, run_id: str | None) -> None:
+    """Stable, unique, novel (SUN) figures of RUN_ID (default: every run) beside the published MP-20 rows.
+
+    Gathered from what the build decided for the run's structures and stored on its `generation_runs` document:
+    run `registry build` first (with `--scope '{}' --exhaustive` to evaluate every sample, not only the preset's).
+    """
+    runs = refresh(ctx.registry, run_id)
+    if not runs:
+        click.echo(f"no generation runs in {ctx.registry.database}")
+    for i, (rid, quality, _) in enumerate(runs):
+        click.echo(("\n" if i else "") + quality_table(f"run {rid}", quality))

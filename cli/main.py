@@ -26,6 +26,7 @@ COMMANDS = {
     "build": ("cli.build:build_command", "Run the build chain (validate ... rank), incrementally."),
     "sets": ("cli.sets:sets", "Curate versioned candidate sets; export and import them as bundles."),
     "report": ("cli.report:report", "Write a self-contained HTML report (funnel, plots, ranked table)."),
+    "serve": ("cli.serve:serve_command", "Serve the registry over OPTIMADE (read-only, localhost by default)."),
     "dft": ("cli.dft:dft", "Export VASP inputs, ingest DFT results, compare ML with DFT."),
     "train": ("cli.train:train", "Train the registry's property models (band gap) on registry structures."),
     "llm": ("cli.llm:llm", "Fine-tune a local language model on registry structures."),

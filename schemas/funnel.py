@@ -22,3 +22,8 @@ class FunnelDoc(StageDoc):
     left_at: Stage | None = Field(description="Where it stopped; None for a candidate that passed every criterion")
     pending: bool = Field(description="It stopped only because a stage has not run on it yet (not a verdict)")
     reason: str | None = None
+    energy_source: Literal["relaxed", "refined"] | None = Field(None, description="Whose energy its E_form and E_hull "
+                                                                             "came from: the relaxation's potential or "
+                                                                             "the refine stage's; None before predict")
+    warnings: list[str] = Field(default_factory=list, description="What the stages flagged on the way, e.g. a "
+                                                                  "relaxation that changed the volume by +63%")

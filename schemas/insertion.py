@@ -40,7 +40,8 @@ class ReducibleMetal(BaseModel):
     element: str
     sites: int = Field(description="in the framework's unit cell")
     oxidation_state: float = Field(description="mean over those sites")
-    floor: int = Field(description="lowest oxidation state counted (see reduction_floor)")
+    floor: int | None = Field(description="lowest oxidation state counted (registry/data/redox/floors.csv); None: "
+                                          "not in that table, no electron counted")
     electrons: float = Field(description="per unit cell, all sites down to the floor")
 
 
@@ -55,6 +56,8 @@ class Relaxation(BaseModel):
     steps: int
     volume_change: float | None = None
     kept: bool = Field(False, description="lowest energy of its ion count: an entry of the electrode")
+    e_above_hull: float | None = Field(None, description="eV/atom above the reference hull of the full chemical "
+                                                         "system with the path's states added (kept states only)")
 
 
 class MetalReference(BaseModel):
@@ -65,6 +68,19 @@ class MetalReference(BaseModel):
     status: str
     steps: int
     volume_per_atom: float
+
+
+class ConversionReaction(BaseModel):
+    """The working ion converting the host into the reference hull's phases instead of entering its channels, over
+    the same ion content as the insertion path (registry.science.conversion)."""
+
+    reaction: str | None = Field(description="per host formula unit, e.g. 'FeHO2 + 0.5 Mg -> 0.5 Mg(HO)2 + FeO'; "
+                                             "None: the hull has no compound to convert to (voltage 0)")
+    ions: float = Field(description="working ions per host formula unit (the discharged state's)")
+    voltage: float = Field(description="V vs the metal, formation energies on the MP elemental references")
+    intercalation_voltage: float = Field(description="the insertion path's average voltage on that same scale")
+    preferred: bool = Field(description="conversion gives the higher voltage: the host would convert")
+    products: list[str] = Field(description="the hull phases it gives (reference ids; 'host' for unreacted host)")
 
 
 class IonInsertion(BaseModel):
@@ -94,9 +110,19 @@ class IonInsertion(BaseModel):
     n_references: int | None = Field(None, description="known compounds in the hull's chemical system")
     stability_error: str | None = None
     electrode: InsertionElectrodeDoc | None = None
+    conversion: ConversionReaction | None = None
+    conversion_error: str | None = Field(None, description="why no conversion reaction could be computed")
     wall_s: float = 0.0
 
+    @computed_field(description="V vs the metal of the conversion over the path's ion content (formation-energy scale)")
+    @property
+    def conversion_voltage(self) -> float | None:
+        return self.conversion.voltage if self.conversion else None
 
+    @computed_field(description="conversion gives a higher voltage than intercalation: the host would convert")
+    @property
+    def conversion_preferred(self) -> bool | None:
+        return self.conversion.preferred if self.conversion else None
 
 
 class InsertionDoc(StageDoc):
@@ -138,3 +164,20 @@ class InsertionDoc(StageDoc):
     @property
     def stability_discharge(self) -> dict[str, float | None]:
         return self._electrode_value("stability_discharge")
+
+    @computed_field(description="V against the working-ion metal of the competing conversion reaction")
+    @property
+    def conversion_voltage(self) -> dict[str, float | None]:
+        return {ion: r.conversion_voltage for ion, r in self.ions.items()}
+
+    @computed_field(description="conversion gives the higher voltage: the host would convert rather than intercalate")
+    @property
+    def conversion_preferred(self) -> dict[str, bool | None]:
+        return {ion: r.conversion_preferred for ion, r in self.ions.items()}
+
+    @computed_field(description="what a candidate should show: each ion that would convert rather than intercalate")
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{ion}: conversion {r.conversion.reaction} at {r.conversion.voltage:.2f} V beats intercalation at "
+                f"{r.conversion.intercalation_voltage:.2f} V" for ion, r in self.ions.items()
+                if r.conversion and r.conversion.preferred]

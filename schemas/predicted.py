@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from schemas.stage import StageDoc
@@ -22,7 +24,13 @@ class PredictedDoc(StageDoc):
     chemsys: str
     elements: list[str]
     nsites: int
-    energy_per_atom: float = Field(description="Relaxed energy per atom from the potential (MP2020-compatible)")
+    energy_per_atom: float = Field(description="Energy per atom E_form is computed from (MP2020-compatible): the "
+                                               "second tier's where there is one, else the relaxation's")
+    energy_source: Literal["relaxed", "refined"] = Field(
+        "relaxed", description="Whose energy E_form (and stability's E_hull) uses: the relaxation's potential (tier "
+                               "one) or the refine stage's (tier two, builders/refine.py); "
+                               "predictions['formation_energy_per_atom'] names the model, and a refined document "
+                               "keeps the tier-one value as predictions['tier_one_formation_energy_per_atom']")
     formation_energy_per_atom: float | None
     band_gap: float | None
     converged: bool = Field(description="Whether the relaxation behind these values converged")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from schemas.stage import StageDoc
@@ -13,6 +15,10 @@ class StabilityDoc(StageDoc):
     formula_pretty: str
     chemsys: str
     formation_energy_per_atom: float = Field(description="eV/atom, from the predict stage")
+    energy_source: Literal["relaxed", "refined"] = Field("relaxed", description="Whose energy E_form came from: the "
+                                                                                "relaxation's potential or the refine "
+                                                                                "stage's (predicted.energy_source)")
+    energy_model: str | None = Field(None, description="The potential behind E_form: name [version]")
     e_above_hull: float = Field(description="eV/atom above the hull of known compounds (reference sets + mined "
                                             "structures with reference energies); negative: below it "
                                             "(builders/stability.py, registry.science.hull.ReferenceHull.evaluate)")

@@ -1,7 +1,7 @@
 """A small registry with every stage filled, shared by the sets, bundle, report and CLI tests.
 
-The structure, validate, stability and rank stages are the real ones; relaxed, predicted and tunnels documents
-are written by hand (a potential, a band-gap model and BVSE would take minutes) with the values below.
+The structure, validate, stability and rank stages are the real ones; relaxed, predicted, tunnels and insertion
+documents are written by hand (a potential, a band-gap model and BVSE would take minutes) with the values below.
 """
 
 import uuid
@@ -18,7 +18,7 @@ from registry.db.known import load_reference_set
 from registry.io.ingest import Ingestor
 from registry.io.readers import parse_cif
 from registry.io.records import Record
-from registry.science.channels import ChannelReport, ChannelSettings, FreeSpheres, IonChannel
+from registry.science.channels import ChannelReport, ChannelSettings, FreeSpheres, IonChannel, ion_limits
 from registry.science.references import ReferenceComposition, ReferenceSet, TableRead, elemental_energy
 from schemas.base import to_mongo
 from schemas.predicted import PredictedDoc, Prediction
@@ -37,6 +37,8 @@ VALUES = {
     "VO2": (-2.40, 0.2, True, 1.3), "CrO2": (-1.80, 0.5, True, 1.0), "TiVO4": (-2.95, 0.8, True, 1.25),
 }
 MINED_E_FORM = {"Rutile": -3.35, "anatase": -3.33, "beta-MnO2": -1.93, "beta-FeOOH": -1.75}
+# generated source id -> Mg insertion (average V, mAh/g, conversion V); the others have no insertion document
+INSERTION = {"VO2": (2.1, 250.0, 1.4), "TiVO4": (1.6, 120.0, 1.9), "CrO2": (1.8, 230.0, 1.2)}
 
 
 def _rutile_like(a: float, c: float, species: tuple[str, str]) -> Structure:
@@ -67,10 +69,12 @@ def seed_records() -> list[Record]:
 
 
 def _tunnels(doc: dict, one_d: bool, df: float) -> dict:
-    settings = ChannelSettings(max_barrier=1.5, resolution=0.25, encut=10.0)
-    ions = {ion: IonChannel(ion=ion, in_structure=False, radius=r, free_sphere=df, fits=df >= 2 * r,
-                            e_1d=0.6 if one_d else None, dimensionality=1 if one_d else None,
-                            admits=one_d and df >= 2 * r) for ion, r in ION_RADII.items()}
+    settings = ChannelSettings(resolution=0.25, encut=10.0)
+    limits = {ion: ion_limits(ion) for ion in ION_RADII}
+    ions = {ion: IonChannel(ion=ion, in_structure=False, radius=r, limits=limits[ion], free_sphere=df,
+                            fits=df >= limits[ion].min_free_sphere, e_1d=0.6 if one_d else None,
+                            dimensionality=1 if one_d else None, admits=one_d and df >= limits[ion].min_free_sphere)
+            for ion, r in ION_RADII.items()}
     report = ChannelReport(formula=doc["formula_pretty"], settings=settings, ions=ions, has_1d_channel=one_d,
                            zeopp=FreeSpheres(di=df + 0.3, df=df, dif=df + 0.1))
     return to_mongo(TunnelsDoc(
@@ -78,7 +82,18 @@ def _tunnels(doc: dict, one_d: bool, df: float) -> dict:
         provenance=Provenance(builder="tunnels", parameters={"ions": list(ION_RADII)}),
         formula_pretty=doc["formula_pretty"], chemsys=doc["chemsys"], has_1d_channel=one_d,
         channel_axis="c" if one_d else None, free_sphere=df, admits={i: c.admits for i, c in ions.items()},
-        report=report))
+        dimensionality={i: c.dimensionality for i, c in ions.items()}, report=report))
+
+
+def _insertion(doc: dict, voltage: float, capacity: float, conversion: float) -> dict:
+    """The per-ion values an insertion document stores flat (the rank stage reads nothing else)."""
+    return {"registry_id": doc["registry_id"], "state": "successful", "last_updated": doc["last_updated"],
+            "formula_pretty": doc["formula_pretty"], "chemsys": doc["chemsys"],
+            "provenance": to_mongo(Provenance(builder="insertion")),
+            "average_voltage": {"Mg": voltage}, "capacity_grav": {"Mg": capacity}, "max_delta_volume": {"Mg": 0.05},
+            "conversion_voltage": {"Mg": conversion}, "conversion_preferred": {"Mg": conversion > voltage},
+            "warnings": [f"Mg: conversion at {conversion} V beats intercalation at {voltage} V"]
+            if conversion > voltage else []}
 
 
 def seed_references(reg) -> None:
@@ -119,12 +134,14 @@ def seed(reg) -> dict[str, str]:
         reg.collection("relaxed").insert_one(to_mongo(RelaxedDoc(
             **base, elements=doc["elements"], nsites=doc["nsites"], provenance=Provenance(builder="relax"),
             input_structure=structure, structure=structure, status="converged", converged=True,
-            energy_per_atom=energy, steps=3, fmax=0.1, max_steps=3, potential=potential)))
+            energy_per_atom=energy, steps=3, fmax=0.1, max_steps=3, potential=potential, relaxation_sane=True)))
         reg.collection("predicted").insert_one(to_mongo(PredictedDoc(
             **base, elements=doc["elements"], nsites=doc["nsites"], provenance=Provenance(builder="predict"),
             energy_per_atom=energy, formation_energy_per_atom=e_form, band_gap=gap, converged=True,
             predictions={"band_gap": Prediction(value=gap, model="test", version="0", method="by hand")})))
         reg.collection("tunnels").insert_one(_tunnels(doc, one_d, df))
+        if key in INSERTION:
+            reg.collection("insertion").insert_one(_insertion(base, *INSERTION[key]))
         ids[key] = doc["registry_id"]
     options = BuildOptions(scope={})
     for stage in ("stability", "rank"):

@@ -87,8 +87,6 @@ class Registry:
             coll.create_index([(spec.key, ASCENDING)], unique=True)
             for field in spec.indexes:
                 coll.create_index([(field, ASCENDING)])
-            for keys in spec.compound:
-                coll.create_index(list(keys))
 
     def find(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
              fields: list[str] | None = None, sort: list[tuple[str, int]] | None = None,
@@ -104,6 +102,13 @@ class Registry:
         if sort:
             cursor = cursor.sort(sort)
         return list(cursor.limit(limit))
+
+    def top_candidates(self, preset: str, ion: str, n: int = 10, fields: list[str] | None = None) -> list[dict[str, Any]]:
+        """The best `n` candidates of a preset and working ion, best first: an indexed range on the `rank` the rank
+        stage writes (a sort by score would be done in memory by the embedded server)."""
+        rows = self.find({"rank": {"$lte": n}, "preset": preset, "ion": ion}, collection="candidates",
+                         fields=[*fields, "rank"] if fields else None)
+        return sorted(rows, key=lambda d: d["rank"])
 
     def count(self, filter: Mapping[str, Any] | None = None, collection: str = "structures",
               max_time_ms: int | None = None) -> int:

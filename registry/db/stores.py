@@ -16,8 +16,10 @@ from schemas.dft import DftComparisonDoc, DftDoc
 from schemas.funnel import FunnelDoc
 from schemas.generation import GenerationRunDoc
 from schemas.insertion import InsertionDoc
+from schemas.optimade import PREFIX, OptimadeStructureDoc
 from schemas.predicted import PredictedDoc
 from schemas.reference import ReferenceEntryDoc, ReferenceSetDoc
+from schemas.refined import RefinedDoc
 from schemas.relaxed import RelaxedDoc
 from schemas.screened import ScreenedDoc
 from schemas.stability import StabilityDoc
@@ -34,7 +36,6 @@ class Collection:
     key: str
     schema: type[BaseModel] | None = None
     indexes: tuple[str, ...] = field(default_factory=tuple)
-    compound: tuple[tuple[tuple[str, int], ...], ...] = field(default_factory=tuple)
 
 
 COLLECTIONS: dict[str, Collection] = {
@@ -50,17 +51,21 @@ COLLECTIONS: dict[str, Collection] = {
                                                 "members", "novel")),
         Collection("screened", "registry_id", ScreenedDoc, ("last_updated", "state", "static_e_above_hull")),
         Collection("relaxed", "registry_id", RelaxedDoc, ("last_updated", "state", "formula_pretty", "chemsys")),
+        Collection("refined", "registry_id", RefinedDoc, ("last_updated", "state", "refined", "tier_one_e_above_hull")),
         Collection("predicted", "registry_id", PredictedDoc, ("last_updated", "state", "chemsys")),
         Collection("stability", "registry_id", StabilityDoc, ("last_updated", "state", "chemsys")),
         Collection("tunnels", "registry_id", TunnelsDoc, ("last_updated", "state")),
         Collection("insertion", "registry_id", InsertionDoc, ("last_updated", "state")),
-        Collection("candidates", "candidate_id", CandidateDoc, ("registry_id", "last_updated", "state", "preset", "ion", "passed",
-                                                 "score"),
-                   # the ranked query (a preset's and ion's best candidates): 2.5x faster with it (bench/load.py)
-                   compound=((("preset", 1), ("ion", 1), ("passed", -1), ("score", -1)),)),
+        # the best N of a preset and ion are {"rank": {"$lte": N}}, served by the rank index (bench/load.py)
+        Collection("candidates", "candidate_id", CandidateDoc, ("rank", "registry_id", "last_updated", "state",
+                                                               "preset", "ion", "passed", "score")),
         Collection("funnel", "funnel_id", FunnelDoc, ("registry_id", "preset", "ion", "left_at", "pending")),
         Collection("dft", "dft_id", DftDoc, ("last_updated", "registry_id", "state")),
         Collection("dft_comparison", "registry_id", DftComparisonDoc, ("last_updated", "state")),
+        # served by `registry serve`: `id` for /structures/<id>, `state` to count what is not served, and what
+        # filters most often name
+        Collection("optimade_structures", "registry_id", OptimadeStructureDoc, (
+            "id", "state", "last_updated", "elements", "nelements", "chemical_formula_reduced", f"_{PREFIX}_sets")),
     )
 }
 

@@ -44,7 +44,9 @@ from registry import __version__
 from registry.db.stores import COLLECTIONS
 from registry.errors import RegistryError
 from registry.io.decoding import UntrustedModule, check_modules
+from registry.output.optimade import geometry, provider, structure_attributes
 from registry.output.sets import compare_set, get_set, import_set, member_json, members
+from schemas.optimade import PREFIX
 from schemas.sets import SetMember
 from schemas.stage import StageDoc
 
@@ -221,14 +223,8 @@ def _member_documents(reg: Registry, ids: list[str]) -> dict[str, dict[str, list
 
 def _structure(documents: Mapping[str, list[dict[str, Any]]]) -> Structure | None:
     """The relaxed structure when the relaxation succeeded, else the input."""
-    relaxed = next(iter(documents.get("relaxed", [])), None)
-    if relaxed and relaxed.get("state") == "successful" and relaxed.get("structure"):
-        return Structure.from_dict(relaxed["structure"])
-    for collection in ("structures", "validated"):
-        doc = next(iter(documents.get(collection, [])), None)
-        if doc and doc.get("structure"):
-            return Structure.from_dict(doc["structure"])
-    return None
+    found = geometry(*(next(iter(documents.get(c, [])), None) for c in ("relaxed", "structures", "validated")))
+    return found[0] if found else None
 
 
 def export_set(reg: Registry, name: str, out: str | Path, *, version: int | None = None,
@@ -288,10 +284,9 @@ def _write_tar(files: Mapping[str, bytes], out: Path, when: datetime) -> None:
 
 def _export_optimade(name: str, version: int, chosen: list[SetMember],
                      documents: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) -> ExportReport:
-    """The members as OPTIMADE structure resources (optimade's pymatgen adapter), with the set's values under the
+    """The members as OPTIMADE structure resources (registry.output.optimade), with the set's values under the
     `_tmo_` provider prefix."""
     from optimade import __api_version__
-    from optimade.adapters.structures.pymatgen import from_pymatgen
     from optimade.models import Provider, ResponseMeta, ResponseMetaQuery, StructureResource, StructureResponseMany
 
     if out.suffix != ".json":
@@ -304,17 +299,15 @@ def _export_optimade(name: str, version: int, chosen: list[SetMember],
             raise BundleError(f"{m.registry_id} has no structure in this registry")
         updated = max(d["last_updated"] for c in ("structures", "validated", "relaxed")
                       for d in documents[m.registry_id].get(c, []))
-        attributes = from_pymatgen(structure).model_dump()
-        attributes.update(immutable_id=m.registry_id, last_modified=updated)
-        attributes.update({f"_tmo_{k}": v for k, v in member_json(m).items() if k != "registry_id"})
+        attributes = structure_attributes(structure, m.registry_id) | {"last_modified": updated}
+        attributes.update({f"_{PREFIX}_{k}": v for k, v in member_json(m).items() if k != "registry_id"})
         resources.append(StructureResource(id=m.registry_id, attributes=attributes))
     response = StructureResponseMany(
         data=resources,
         meta=ResponseMeta(
-            query=ResponseMetaQuery(representation=f"/structures?filter=_tmo_set=\"{name}\""),
+            query=ResponseMetaQuery(representation=f"/structures?filter=_{PREFIX}_sets HAS \"{name}\""),
             api_version=__api_version__, more_data_available=False, time_stamp=now, data_returned=len(resources),
-            provider=Provider(name="tmo-registry", prefix="tmo",
-                              description=f"candidate set {name} version {version} from tmo-registry {__version__}"),
+            provider=Provider(**provider(f"candidate set {name} version {version}")),
         ),
     )
     data = response.model_dump_json(exclude_none=True, indent=1).encode()

@@ -246,7 +246,8 @@ def band_gap_figure(gaps: list[float], passing: list[float]) -> go.Figure:
 
 def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
     """Per working ion: the free-sphere diameter Df of each structure's framework (without that ion), against the
-    ion's diameter (2 x its Shannon radius): a channel narrower than the ion cannot admit it."""
+    least Df that admits the ion (its calibrated fraction of 2 x its Shannon radius, docs/channels.md): a channel
+    narrower than that cannot admit it."""
     per_ion: dict[str, list[tuple[float, bool | None, str]]] = {}
     diameters: dict[str, float] = {}
     for doc in tunnels:
@@ -254,8 +255,8 @@ def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
             if channel.get("free_sphere") is not None:
                 per_ion.setdefault(ion, []).append((channel["free_sphere"], channel.get("admits"),
                                                     doc.get("formula_pretty", "?")))
-            if channel.get("radius") is not None:
-                diameters[ion] = 2 * channel["radius"]
+            if (channel.get("limits") or {}).get("min_free_sphere") is not None:
+                diameters[ion] = channel["limits"]["min_free_sphere"]
     fig = go.Figure()
     for admitted, label, colour in ((True, "admits the ion", KEPT), (False, "does not", DROPPED),
                                     (None, "undecided", "#999")):
@@ -271,10 +272,10 @@ def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
                         line_color="rgba(0,0,0,0)", marker_color=colour, text=names,
                         hovertemplate="%{text}: Df %{y:.2f} Å<extra></extra>")
     if diameters:
-        fig.add_scatter(x=list(diameters), y=list(diameters.values()), mode="markers", name="ion diameter",
+        fig.add_scatter(x=list(diameters), y=list(diameters.values()), mode="markers", name="least Df admitted",
                         marker={"symbol": "line-ew-open", "size": 60, "color": "#222", "line": {"width": 3}},
-                        hovertemplate="%{x} diameter %{y:.2f} Å<extra></extra>")
-    fig.update_layout(title="Channel size (Zeo++ free sphere Df) vs the working ion's diameter",
+                        hovertemplate="%{x}: Df >= %{y:.2f} Å<extra></extra>")
+    fig.update_layout(title="Channel size (Zeo++ free sphere Df) vs the least Df that admits the working ion",
                       xaxis_title="working ion", yaxis_title="Df (Å)", boxmode="overlay")
     return fig
 
@@ -282,29 +283,47 @@ def channel_figure(tunnels: list[dict[str, Any]]) -> go.Figure:
 def insertion_figure(docs: list[dict[str, Any]]) -> go.Figure:
     """One trace per working ion: each framework's ML average voltage (vs the metal) against its gravimetric
     capacity, from the insertion stage's per-ion values; ions without an electrode are left out. A negative
-    voltage (the ion would not go in on its own) is drawn as a cross, below a line at 0 V. Points are labelled
-    with their formula while there are few enough to read."""
+    voltage (the ion would not go in on its own) is drawn as a cross, below a line at 0 V. A second trace per ion
+    puts the competing conversion voltage at the same capacity (open diamonds): above its intercalation point,
+    the host would convert. Points are labelled with their formula while there are few enough to read."""
     fig = go.Figure()
     ions = sorted({ion for d in docs for ion, v in (d.get("average_voltage") or {}).items() if v is not None})
     n_points = sum(1 for d in docs for v in (d.get("average_voltage") or {}).values() if v is not None)
     labelled = n_points <= MAX_LABELLED
     for ion in ions:
         chosen = [d for d in docs if (d.get("average_voltage") or {}).get(ion) is not None]
+        names = [f"{d.get('formula_pretty', '?')} ({d['registry_id']})" for d in chosen]
         volts = [d["average_voltage"][ion] for d in chosen]
         fig.add_scatter(x=[d["capacity_grav"][ion] for d in chosen], y=volts,
-                        mode="markers+text" if labelled else "markers", name=ion,
+                        mode="markers+text" if labelled else "markers", name=ion, legendgroup=ion,
                         marker={"size": 10, "symbol": ["circle" if v >= 0 else "x" for v in volts],
                                 "line": {"width": 0.5, "color": "#222"}},
                         text=[d.get("formula_pretty", "?") for d in chosen] if labelled else None,
-                        textposition="top center",
-                        hovertext=[f"{d.get('formula_pretty', '?')} ({d['registry_id']})" for d in chosen],
+                        textposition="top center", hovertext=names,
                         hovertemplate=f"%{{hovertext}}<br>{ion}: %{{y:.2f}} V, %{{x:.0f}} mAh/g<extra></extra>")
+        converting = [(d, n) for d, n in zip(chosen, names, strict=True)
+                      if (d.get("conversion_voltage") or {}).get(ion) is not None]
+        if converting:
+            fig.add_scatter(x=[d["capacity_grav"][ion] for d, _ in converting],
+                            y=[d["conversion_voltage"][ion] for d, _ in converting], mode="markers",
+                            name=f"{ion} conversion", legendgroup=ion, hovertext=[n for _, n in converting],
+                            marker={"size": 9, "symbol": "diamond-open", "line": {"width": 1.5}},
+                            hovertemplate=f"%{{hovertext}}<br>{ion} conversion: %{{y:.2f}} V<extra></extra>")
     if any(v < 0 for d in docs for v in (d.get("average_voltage") or {}).values() if v is not None):
         fig.add_hline(y=0, line_dash="dot", line_color=DROPPED,
                       annotation_text="below 0 V (×): the ion would not insert", annotation_position="bottom right")
-    fig.update_layout(title="ML insertion voltage vs gravimetric capacity", xaxis_title="capacity (mAh/g)",
-                      yaxis_title="average voltage (V vs metal)", legend_title="working ion", showlegend=True)
+    fig.update_layout(title="ML insertion voltage (and the competing conversion) vs gravimetric capacity",
+                      xaxis_title="capacity (mAh/g)", yaxis_title="average voltage (V vs metal)",
+                      legend_title="working ion", showlegend=True)
     return fig
+
+
+def insertion_rows(docs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """(formula, registry id, ion, intercalation V, conversion V, conversion preferred, capacity mAh/g) per
+    framework and ion with an electrode."""
+    return [(d.get("formula_pretty", "?"), d["registry_id"], ion, v, (d.get("conversion_voltage") or {}).get(ion),
+             (d.get("conversion_preferred") or {}).get(ion), (d.get("capacity_grav") or {}).get(ion))
+            for d in docs for ion, v in sorted((d.get("average_voltage") or {}).items()) if v is not None]
 
 
 def _ptable_position(element: Element) -> tuple[int, int]:
@@ -508,7 +527,7 @@ def build_report(reg: Registry, *, set_name: str | None = None, preset: str = "t
                 _band_gap_section(reg, rows), _channel_section(reg), _insertion_section(reg),
                 _hull_section(reg, rows, ids is not None), _ptable_section(rows, ids is not None),
                 _parity_section(reg, preset, ion),
-                _table_section(criteria, rows, notes, ids)]
+                _generation_section(reg), _table_section(criteria, rows, notes, ids)]
     nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
     for s in sections:
@@ -590,11 +609,14 @@ def _channel_section(reg: Registry) -> Section:
 
 def _insertion_section(reg: Registry) -> Section:
     docs = reg.find({"state": {"$ne": "failed"}}, collection="insertion",
-                    fields=["registry_id", "formula_pretty", "average_voltage", "capacity_grav"])
+                    fields=["registry_id", "formula_pretty", "average_voltage", "capacity_grav", "conversion_voltage",
+                            "conversion_preferred"])
     title = "Insertion voltage and capacity"
     if not docs:
         return Section("insertion", title, note="No insertion electrodes yet (registry build insertion).")
-    return Section("insertion", title, _figure_html(insertion_figure(docs), "insertion"))
+    table = _table(["formula", "registry id", "ion", "intercalation (V)", "conversion (V)", "conversion preferred",
+                    "capacity (mAh/g)"], insertion_rows(docs), cls="insertion")
+    return Section("insertion", title, _figure_html(insertion_figure(docs), "insertion") + table)
 
 
 def _hull_section(reg: Registry, rows: list[dict[str, Any]], is_set: bool) -> Section:
@@ -626,6 +648,28 @@ def _parity_section(reg: Registry, preset: str, ion: str) -> Section:
         return Section("parity", "ML vs DFT", note="No DFT comparisons for these candidates yet: no parity plots.")
     return Section("parity", "ML vs DFT",
                    '<div class="grid">' + "".join(_figure_html(f, f"parity-{q}") for q, f in figures) + "</div>")
+
+
+def _generation_section(reg: Registry) -> Section:
+    """Each measured generation run's SUN figures, with the counts they rest on, beside the published MP-20 rows
+    (as `registry generate metrics` prints them; stored by it and by `registry build`)."""
+    from registry.science.benchmarks import bias_line, comparison, counts_line, published
+    from schemas.generation import RunQuality
+
+    title = "Generators: stable, unique, novel"
+    runs = [(d["run_id"], RunQuality.model_validate(d["quality"]))
+            for d in reg.find({"quality": {"$ne": None}}, "generation_runs", ["run_id", "quality"], sort=[("started", 1)])]
+    if not runs:
+        return Section("generators", title, note="No generation run measured yet (registry generate metrics).")
+    figures = [comparison(q) for _, q in runs]
+    rows = [(label, *(f[i][1] for f in figures), *others) for i, (label, _, others) in enumerate(figures[0])]
+    notes = "".join(f"<p><code>{html.escape(rid)}</code>: {html.escape(counts_line(q))}; hull "
+                    f"{html.escape(', '.join(q.reference_sets) or 'none yet')}; {html.escape(bias_line(q))}</p>"
+                    for rid, q in runs)
+    legend = ("<p>Each run's value with the count it rests on; published: DFT relaxation against the MP2020 hull, "
+              "every sample of each generator trained on MP-20 (MatterGen's benchmark, Zeni et al. 2025).</p>")
+    return Section("generators", title,
+                   legend + _table(["figure", *(rid for rid, _ in runs), *published()], rows, cls="counts") + notes)
 
 
 def _table_section(preset: Preset, rows: list[dict[str, Any]], notes: Mapping[str, str | None] | None,

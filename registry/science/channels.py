@@ -1,4 +1,4 @@
-"""Open-channel (tunnel) geometry of a crystal and whether it lets a multivalent working ion through.
+"""Open-channel (tunnel) geometry of a crystal and whether it lets a working ion through.
 
 Two independent views, each computed on the host framework that a working ion sees (the structure with every
 site of that ion's element removed, which is what BVlain does; see `IonChannel.in_structure`):
@@ -6,15 +6,23 @@ site of that ion's element removed, which is what BVlain does; see `IonChannel.i
 * Geometry, with Zeo++ (PyPI `pyzeo`): the diameters of the largest included sphere (Di), the largest free
   sphere that can cross the cell (Df) and the largest included sphere along that free path (Dif). Atoms are hard
   spheres with Shannon ionic radii for their oxidation state (`pymatgen.core.periodic_table` Shannon data, CN VI
-  or the nearest tabulated coordination: the metal sites of transition-metal oxides are nearly all octahedral).
+  or the nearest tabulated coordination: the metal sites of transition-metal oxides are nearly all octahedral;
+  O2- is 1.40 Å).
 * Energy, with BVlain's bond-valence site energy (BVSE) for the working ion: the lowest energies at which the
   ion's low-energy region percolates in 1, 2 and 3 dimensions (E_1D, E_2D, E_3D).
 
+An ion is admitted (`admits`) when the free sphere is at least its calibrated least diameter and its BVSE region
+percolates at or below its calibrated barrier (`ion_limits`: fitted on the labelled hosts of the framework library,
+registry/data/channels/thresholds.json and docs/channels.md). Hard spheres with Shannon radii are far too strict
+taken literally (Df >= 2 r rejects Li+ in rutile, ramsdellite and anatase, all Li hosts): the least diameter is a
+fraction of 2 r, 0.44 for Li+ and 0.90 for multivalent ions, which keeps every labelled host and still rejects
+Mg2+ in the 1x1 tunnels of rutile and pyrolusite.
+
 Df alone does not find tunnels: anatase has a larger Df than rutile, yet only rutile has 1x1 tunnels. What
-separates them is the BVSE percolation: a tunnel host has a low E_1D and E_2D/E_3D several eV higher (rutile Mg2+:
-0.5 eV against 4.5 eV), while in anatase no working ion percolates at a low energy in any dimension. So
-`has_1d_channel` comes from the BVSE dimensionality, and the tunnel direction (`channel_axis`) from the lattice
-translation along which the 1-D BVSE region joins its own periodic image.
+separates them is the BVSE percolation: a tunnel has a low E_1D and E_2D/E_3D several eV higher (rutile Mg2+:
+0.45 eV against 4.6 eV), while in anatase the ion's paths join in every direction at once (Mg2+: E_1D = E_2D =
+0.92 eV, E_3D 1.03 eV). So each ion's `dimensionality` and `has_1d_channel` come from BVSE, and the tunnel
+direction (`channel_axis`) from the lattice translation along which the 1-D BVSE region joins its own image.
 
 Failures never raise for a structure: a part that cannot be computed (no oxidation states, no Shannon radius,
 BVlain lacking parameters, Zeo++ failing, an unphysical structure) leaves its fields None and says why in an
@@ -33,15 +41,17 @@ below about half a GB (see MAX_GRID_POINTS).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import itertools
+import json
 import math
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
-from functools import reduce
+from functools import cache, reduce
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +63,7 @@ from pymatgen.io.zeopp import ZeoCssr
 from pyzeo import AtomNetwork
 from scipy import ndimage
 
+from registry import DATA
 from registry.science.validity import structure_problem
 from schemas.tunnels import (
     ENCUT,
@@ -64,10 +75,13 @@ from schemas.tunnels import (
     ChannelSettings,
     FreeSpheres,
     IonChannel,
+    IonLimits,
     SpeciesRadius,
 )
 
 DEFAULT_IONS = ("Mg", "Zn", "Ca", "Al")
+# The calibrated thresholds (written by bench/channels.py --write from registry.science.calibration's fit).
+THRESHOLDS = DATA / "channels" / "thresholds.json"
 
 # BVlain holds ~15 float64 arrays of NEIGHBOURS values per grid point: 64k points is ~0.4 GB at peak.
 MAX_GRID_POINTS = 64_000
@@ -101,11 +115,34 @@ def working_ion(name: str) -> Species:
     return species
 
 
+@cache
+def thresholds() -> tuple[dict, str]:
+    """The calibrated thresholds file and the first 12 hex digits of its sha256 (what reports record)."""
+    text = THRESHOLDS.read_text(encoding="utf-8")
+    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def calibration_group(ion: Species) -> str:
+    """'monovalent' or 'multivalent': the labelled hosts are too few to fit each multivalent ion alone, and how far
+    an ion squeezes through a bottleneck depends first on its charge (docs/channels.md)."""
+    return "monovalent" if ion.oxi_state <= 1 else "multivalent"
+
+
+def ion_limits(name: str) -> IonLimits:
+    """The least free-sphere diameter and the highest BVSE barrier that admit the working ion `name`."""
+    ion = working_ion(name)
+    group = calibration_group(ion)
+    fitted = thresholds()[0]["groups"][group]
+    radius = _mobile_radius(ion)[0]
+    return IonLimits(group=group, fraction=fitted["fraction"], min_free_sphere=round(fitted["fraction"] * 2 * radius, 4),
+                     max_barrier=fitted["max_barrier"])
+
+
 def analyze_channels(
     structure: Structure,
     ions: Sequence[str] = DEFAULT_IONS,
     *,
-    max_barrier: float = MAX_BARRIER,
+    max_barrier: float | None = None,
     resolution: float = RESOLUTION,
     encut: float = ENCUT,
     bvse: bool = True,
@@ -113,7 +150,8 @@ def analyze_channels(
     """Zeo++ free spheres and BVSE percolation of each working ion, with the verdicts derived from them.
 
     ions: element symbols (their single common charge) or species strings such as "Mg2+".
-    max_barrier: BVSE percolation energy (eV) up to which a path is open (see MAX_BARRIER).
+    max_barrier: one BVSE percolation energy (eV) up to which a path is open for every ion; None: each ion's
+        calibrated limit (`ion_limits`). The least free sphere is always the calibrated one.
     resolution: BVSE grid spacing (Å); coarsened for large cells (see MAX_GRID_POINTS).
     encut: BVSE energies above this (eV) count as no percolation.
     bvse: False gives the geometry alone (tens of ms instead of seconds): each ion's free sphere and whether it
@@ -122,7 +160,8 @@ def analyze_channels(
     species = [working_ion(name) for name in ions]
     a, b, c = structure.lattice.abc
     used_resolution = max(resolution, (a * b * c / MAX_GRID_POINTS) ** (1 / 3))
-    settings = ChannelSettings(max_barrier=max_barrier, resolution=round(used_resolution, 4), encut=encut)
+    settings = ChannelSettings(max_barrier=max_barrier, calibration=thresholds()[1], resolution=round(used_resolution, 4),
+                               encut=encut)
     report = ChannelReport(formula=structure.composition.reduced_formula, settings=settings)
     try:
         if problem := structure_problem(structure):
@@ -164,24 +203,28 @@ def analyze_channels(
 
 
 def _ion_channel(structure: Structure, ion: Species, report: ChannelReport, radii: dict[str, float],
-                 max_barrier: float, resolution: float, encut: float, bvse: bool) -> IonChannel:
+                 max_barrier: float | None, resolution: float, encut: float, bvse: bool) -> IonChannel:
     in_structure = ion.symbol in {sp.symbol for sp in structure.composition}
     channel = IonChannel(ion=str(ion), in_structure=in_structure)
     errors = []
     try:
         channel.radius, channel.radius_coordination = _mobile_radius(ion)
+        channel.limits = ion_limits(str(ion))
+        if max_barrier is not None:
+            channel.limits.max_barrier = max_barrier
         if report.zeopp_error:
             raise ChannelAnalysisError(report.zeopp_error)
         spheres = _free_spheres(_without(structure, ion.symbol), radii) if in_structure else report.zeopp
         channel.free_sphere = spheres.df
-        channel.fits = spheres.df >= 2 * channel.radius
+        channel.fits = spheres.df >= channel.limits.min_free_sphere
     except ChannelAnalysisError as exc:
         errors.append(f"geometry: {exc}")
     if bvse:
         try:
             grid, barriers = _bvse(structure, ion, resolution, encut)
             channel.e_1d, channel.e_2d, channel.e_3d = barriers
-            channel.dimensionality = max((d for d, e in enumerate(barriers, 1) if e is not None and e <= max_barrier),
+            limit = channel.limits.max_barrier if channel.limits else max_barrier or MAX_BARRIER
+            channel.dimensionality = max((d for d, e in enumerate(barriers, 1) if e is not None and e <= limit),
                                          default=0)
             if channel.dimensionality == 1:
                 channel.path_vector = _path_vector(grid, channel.e_1d + AXIS_TOLERANCE)
@@ -260,7 +303,7 @@ def _at_coordination(species: Species, table: dict[str, dict[str, dict[str, floa
 
 
 def ion_radius(name: str) -> float:
-    """The radius (Å) a working ion must fit through: 2 x this against a framework's free sphere decides `fits`."""
+    """The working ion's radius (Å) at a bottleneck; its calibrated least free sphere is a fraction of 2 x this."""
     return _mobile_radius(working_ion(name))[0]
 
 

@@ -4,8 +4,11 @@ A criterion reads one field of the joined stage documents. Hard criteria must pa
 every criterion adds `weight * s` to the score, where `s` in [0, 1] is 1 for a pass of a yes/no test and, for a
 numeric test with a `scale`, a linear ramp of the margin: s = clip(0.5 + margin / (2 * scale), 0, 1), so a value
 exactly at the threshold scores 0.5 (for `between`, the margin to the nearer bound). The score orders candidates;
-the verdicts explain them. A missing value fails its criterion with a note, so criteria on optional stages
-(insertion) are soft: they order the candidates that have the value and fail none that lack it.
+the verdicts explain them. A missing value fails its criterion with a note: a soft criterion then only orders the
+candidates that have the value, a hard one fails the candidate. The tunnel preset's one hard criterion on the
+insertion stage (a positive insertion voltage) therefore fails every candidate without an insertion result (the
+stage not run, or failed: no reducible transition metal, no open site, nothing relaxed): a host is one shown to
+take the ion.
 """
 
 from __future__ import annotations
@@ -111,12 +114,12 @@ class Preset(BaseModel):
         return {f"static_{f}": t + margin for f in SCREENED_FIELDS if (t := self.threshold(f)) is not None}
 
     def channel_limit(self, ion: str, channel_margin: float) -> float | None:
-        """The static screen's free-sphere cut-off (Å): 2 r(ion) less `channel_margin`, how far relaxation may
-        still open the framework. None: no hard criterion needs the channel to admit the ion."""
-        from registry.science.channels import ion_radius
+        """The static screen's free-sphere cut-off (Å): the ion's calibrated least free sphere less `channel_margin`,
+        how far relaxation may still open the framework. None: no hard criterion needs the channel to admit the ion."""
+        from registry.science.channels import ion_limits
 
         needs = any(c.hard and c.field == "admits.{ion}" and c.threshold is True for c in self.criteria)
-        return round(2 * ion_radius(ion) - channel_margin, 4) if needs else None
+        return round(ion_limits(ion).min_free_sphere - channel_margin, 4) if needs else None
 
     def threshold(self, field: str) -> float | None:
         """The limit of the hard criterion reading `field` (e.g. e_above_hull), if the preset has one."""
@@ -140,18 +143,27 @@ PRESETS: dict[str, Preset] = {
                       description="E_hull <= 0.1 eV/atom against known compounds"),
             Criterion(name="reference_hull", field="hull_complete", op="==", threshold=True,
                       description="E_hull against a loaded reference set that covers every element"),
-            Criterion(name="one_d_channel", field="has_1d_channel", op="==", threshold=True,
-                      description="an open 1-D channel"),
+            Criterion(name="relaxation_sane", field="relaxation_sane", op="==", threshold=True,
+                      description="the relaxation kept the input's structure: volume within 20%, still matched"),
+            Criterion(name="one_d_channel", field="dimensionality.{ion}", op="==", threshold=1,
+                      description="the working ion's open paths form a 1-D channel (a tunnel), not a 2-D or 3-D "
+                                  "network (anatase) and not none"),
             Criterion(name="admits_ion", field="admits.{ion}", op="==", threshold=True, weight=2.0,
-                      description="the channel admits the working ion"),
+                      description="the channel admits the working ion (calibrated free sphere and BVSE barrier)"),
             Criterion(name="band_gap", field="band_gap", op="<=", threshold=1.0, scale=1.0, hard=False,
                       description="soft: a small gap helps electronic conduction"),
             Criterion(name="novel", field="novel", op="==", threshold=True, description="no known structure matches"),
             Criterion(name="converged", field="converged", op="==", threshold=True, hard=False, weight=0.5,
                       description="soft: the relaxation converged"),
+            Criterion(name="insertion_voltage", field="average_voltage.{ion}", op=">", threshold=0.0,
+                      description="the ML insertion voltage is positive: the host takes the ion at all (a candidate "
+                                  "without an insertion result fails)"),
             Criterion(name="voltage", field="average_voltage.{ion}", op="between", threshold=VOLTAGE_WINDOWS,
                       scale=0.5, hard=False,
                       description="soft: ML average insertion voltage (V vs the metal) inside the ion's window"),
+            Criterion(name="no_conversion", field="conversion_preferred.{ion}", op="==", threshold=False,
+                      hard=False, description="soft: conversion against the reference hull does not give a higher "
+                                              "voltage than intercalation (else the host would convert)"),
             Criterion(name="capacity", field="capacity_grav.{ion}", op=">=", threshold=100.0, scale=100.0, hard=False,
                       description="soft: ML gravimetric capacity >= 100 mAh/g of the discharged state"),
             Criterion(name="volume_change", field="max_delta_volume.{ion}", op="<=", threshold=0.1, scale=0.1,

@@ -17,6 +17,7 @@ The numbers are facts from the cited papers; the files are the registry's (MIT).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -150,7 +151,26 @@ def get_framework(framework_id: str) -> Framework:
     for fw in _load(SPEC_FILE):
         if fw.id == framework_id:
             return fw
-    raise KeyError(f"no framework {framework_id!r}; known: {', '.join(f.id for f in _load(SPEC_FILE))}")
+    raise KeyError(f"no framework {framework_id!r}; known: {', '.join(f.id for f in _load(SPEC_FILE))} "
+                   f"(groups: {', '.join(GROUPS)})")
+
+
+# Names that select several frameworks at once (`select_frameworks`).
+GROUPS = {"tunnel": "every framework whose role is 'host' (the open-tunnel hosts)", "all": "every framework"}
+
+
+def select_frameworks(names: Iterable[str]) -> list[Framework]:
+    """Frameworks by id, or by a group name of GROUPS ('tunnel': the tunnel hosts), in file order, each once.
+    An unknown name raises KeyError listing the known ones."""
+    chosen: set[str] = set()
+    for name in names:
+        if name == "all":
+            chosen |= {fw.id for fw in _load(SPEC_FILE)}
+        elif name == "tunnel":
+            chosen |= {fw.id for fw in _load(SPEC_FILE) if fw.role == "host"}
+        else:
+            chosen.add(get_framework(name).id)
+    return [fw for fw in _load(SPEC_FILE) if fw.id in chosen]
 
 
 def framework_path(framework_id: str) -> Path:

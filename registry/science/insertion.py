@@ -7,7 +7,8 @@ For one framework and one working ion (Mg2+, Zn2+, Ca2+, Al3+):
    below `max_energy` (the tunnels stage's rule for an open channel), merged within `MERGE_DISTANCE` and grouped
    into symmetry orbits of the framework. The `max_sites` lowest orbits are tried.
 2. How many ions: the electrons the framework's transition metals can take, each metal site going from its
-   bond-valence oxidation state down to its floor (`reduction_floor`), divided by the ion's charge; and no more
+   bond-valence oxidation state down to its floor in oxides (`registry.science.redox`: W6+ -> W4+, Sc3+ none),
+   divided by the ion's charge; and no more
    than the sites hold at `min_separation` apart. When the cell holds fewer than `max_levels` ions it is repeated
    along the channel, up to `max_atoms` atoms.
 3. Configurations: `max_levels` ion counts evenly spaced up to that maximum. For each count the ions are placed
@@ -18,8 +19,11 @@ For one framework and one working ion (Mg2+, Zn2+, Ca2+, Al3+):
    lowest energy per ion count is kept. The working-ion metal (hcp Mg and Zn, fcc Ca and Al) relaxed with that
    potential is the anode of the voltage.
 5. The electrode: emmet-core's `InsertionElectrodeDoc` (pymatgen's `InsertionElectrode` underneath), with each
-   state's E_hull against the registry's reference hull (`registry.science.hull.ReferenceHull`: mined compounds and MP
-   elemental references) with the computed states added.
+   state's E_hull against the registry's reference hull of the full chemical system (framework and ion:
+   `registry.science.hull.ReferenceHull`, the loaded MP reference set and mined compounds) with the computed
+   states added.
+6. Conversion: the reaction of the host with the same ions into that hull's phases, and whether it gives a
+   higher voltage than intercalation (`registry.science.conversion`): then the host would convert.
 
 Everything here is an ML estimate of a theoretical electrode: full reduction down to the floor is an upper bound,
 the greedy orderings are few, and the BVSE grid places ions to ~0.25 Å before relaxation.
@@ -38,13 +42,15 @@ import numpy as np
 from bvlain import Lain
 from emmet.core.electrode import InsertionElectrodeDoc
 from pymatgen.analysis.phase_diagram import PDEntry
-from pymatgen.core import Element, Lattice, Species, Structure
+from pymatgen.core import Lattice, Species, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy import ndimage
 
 from registry.science.channels import MAX_BARRIER, MAX_GRID_POINTS, NEIGHBOURS, RESOLUTION, _oxidation_states, working_ion
+from registry.science.conversion import conversion
 from registry.science.hull import ReferenceHull, reference_entry
+from registry.science.redox import electrons, reduction_floor
 from registry.science.references import REFERENCE_NAME, formation_energy_per_atom
 from registry.science.relaxation import RelaxResult, RelaxSettings, relax, relax_batch
 from schemas.insertion import (
@@ -73,16 +79,9 @@ class InsertionError(ValueError):
 
 # --- Oxidation states and capacity ---
 
-def reduction_floor(element: Element) -> int:
-    """The lowest oxidation state a transition metal is reduced to: its lowest positive oxidation state in the ICSD
-    (pymatgen's `icsd_oxidation_states`), but not below +2, as metals below +2 are rare in oxides (Mn4+ -> Mn2+,
-    Fe3+ -> Fe2+, Ti4+ -> Ti2+, V5+ -> V2+). An upper bound on capacity: the cell does not always get there."""
-    positive = [s for s in element.icsd_oxidation_states if s > 0]
-    return max(2, min(positive)) if positive else 2
-
-
 def reducible_metals(decorated: Structure) -> list[ReducibleMetal]:
-    """Electrons each transition metal of the framework can take, from its oxidation state down to its floor."""
+    """Electrons each transition metal of the framework can take, from its oxidation state down to its floor in
+    oxides (`registry.science.redox`); a metal the floor table does not cover takes none."""
     states: dict[str, list[float]] = {}
     for site in decorated:
         sp = site.specie
@@ -90,10 +89,9 @@ def reducible_metals(decorated: Structure) -> list[ReducibleMetal]:
             states.setdefault(sp.symbol, []).append(float(sp.oxi_state))
     out = []
     for symbol, q in sorted(states.items()):
-        floor = reduction_floor(Element(symbol))
-        electrons = sum(max(0.0, x - floor) for x in q)
+        floor = reduction_floor(symbol)
         out.append(ReducibleMetal(element=symbol, sites=len(q), oxidation_state=round(float(np.mean(q)), 4),
-                                  floor=floor, electrons=round(electrons, 4)))
+                                  floor=floor, electrons=round(sum(electrons(symbol, x) for x in q), 4)))
     return out
 
 
@@ -423,13 +421,22 @@ def _insert(host: Structure, species: Species, potential: Potential, settings: I
     chemsys = "-".join(sorted({el.symbol for el in host.composition.elements} | {symbol}))
     try:
         e_hull, hull = hull_stabilities(entries, chemsys, references)
-        for entry, e in zip(entries, e_hull, strict=True):
+        for entry, e, (_, i) in zip(entries, e_hull, sorted(kept.items()), strict=True):
             entry.data["decomposition_energy"] = e
+            out.relaxations[i].e_above_hull = round(e, 6)
         out.n_references = hull.n_references
         out.stability_reference = (f"registry reference hull of {chemsys} ({hull.n_references} known compounds, "
                                    f"{REFERENCE_NAME}) with this path's states added")
     except Exception as exc:  # no elemental reference for an element, or a degenerate diagram
         out.stability_error = f"no E_hull: {exc}"
+    charged, discharged = entries[0], entries[-1]
+    try:
+        out.conversion = conversion(
+            charged.composition, formation_energy_per_atom(charged.composition, charged.energy_per_atom),
+            discharged.composition, formation_energy_per_atom(discharged.composition, discharged.energy_per_atom),
+            symbol, charge, references)
+    except Exception as exc:  # as for E_hull: an element without a reference, a degenerate diagram
+        out.conversion_error = f"no conversion reaction: {type(exc).__name__}: {exc}"
 
     metal, out.working_ion_reference = metal_reference(potential, symbol, settings.fmax, settings.steps)
     out.electrode = build_electrode(entries, metal)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 Status = Literal["converged", "unconverged", "exploded", "failed"]
 # optimizers that evaluate once per step, as the lockstep needs (FIRE2 re-evaluates inside a step)
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
+# A relaxed cell more than 20% larger or smaller than its input is another structure than the one that went in
+# (thermal expansion and insertion swell oxides by a few %, the worst intercalation hosts by ~10%): the potential
+# found a hole, or the input was far from any minimum. Its energy is not the input's.
+MAX_VOLUME_CHANGE = 0.2
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,17 @@ class RelaxResult:
     def converged(self) -> bool:
         return self.status == "converged"
 
+    @property
+    def warnings(self) -> list[str]:
+        """Why the relaxed structure may not be the input's own minimum (empty: nothing to say)."""
+        if self.status not in ("converged", "unconverged"):
+            return []
+        return sanity_warnings(self.volume_change, self.rmsd)
+
     def as_dict(self) -> dict:
         """JSON-ready, with the structure as a pymatgen dict."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)} | {"converged": self.converged}
+        d = {f.name: getattr(self, f.name) for f in fields(self)} | {"converged": self.converged,
+                                                                    "warnings": self.warnings}
         d["structure"] = self.structure.as_dict() if self.structure is not None else None
         return d
 
@@ -167,6 +179,17 @@ class _Relaxation:
             steps=self.steps, max_force=self.max_force,
             volume_change=final.volume / self.input.volume - 1,
             rmsd=_rmsd(final, self.input) if status != "exploded" else None)
+
+
+def sanity_warnings(volume_change: float | None, rmsd: float | None) -> list[str]:
+    """A relaxation whose volume moved by more than MAX_VOLUME_CHANGE, or whose result StructureMatcher no longer
+    matches to its input (`rmsd` None), relaxed into something else: the reasons, empty when neither happened."""
+    out = []
+    if volume_change is not None and abs(volume_change) > MAX_VOLUME_CHANGE:
+        out.append(f"volume changed by {volume_change:+.0%} on relaxation (limit ±{MAX_VOLUME_CHANGE:.0%})")
+    if rmsd is None:
+        out.append("the relaxed structure no longer matches its input (StructureMatcher)")
+    return out
 
 
 def _rmsd(final: Structure, initial: Structure) -> float | None:

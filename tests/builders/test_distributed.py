@@ -19,7 +19,7 @@ def run_as_workers(reg, stage, options, splits=2):
 
 
 def test_prechunks_cover_every_stage_exactly_once(loaded, fast, references):
-    for stage, expected in (("validate", 4), ("screen", 3), ("relax", 3), ("predict", 3), ("stability", 3),
+    for stage, expected in (("validate", 4), ("screen", 3), ("relax", 3), ("refine", 3), ("predict", 3), ("stability", 3),
                             ("tunnels", None), ("rank", 3)):
         chunks, processed = run_as_workers(loaded, stage, fast)
         if expected is None:  # the tunnels gate: only what is under the preset's E_hull limit

@@ -9,7 +9,7 @@ from typing import Any
 from monty.json import MontyDecoder
 
 from builders.run import run_builder
-from builders.stage import StageBuilder
+from builders.stage import StageBuilder, content_hash
 from schemas.stage import Provenance, StageDoc, parse_stage_doc
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -102,3 +102,11 @@ def test_force_rebuilds_everything_in_every_distributed_chunk(registry):
         assert worker.force
         processed += run_builder(worker, "squares", progress=False).processed
     assert processed == 4
+
+
+def test_the_content_hash_ignores_float_noise_but_not_a_change():
+    """A relaxation batched with other structures differs in the last bits, a coordinate at 0 in its sign."""
+    doc = {"registry_id": "a", "energy_per_atom": -7.123456789, "frac_coords": [0.0, 0.25]}
+    noisy = {**doc, "energy_per_atom": -7.123456789000002, "frac_coords": [-1e-16, 0.25000000000001]}
+    assert content_hash(doc) == content_hash(noisy)
+    assert content_hash(doc) != content_hash({**doc, "energy_per_atom": -7.1235})

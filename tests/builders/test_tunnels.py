@@ -5,6 +5,7 @@ from pymatgen.core import Lattice, Structure
 
 from builders.chain import BuildOptions, make_builder
 from builders.run import run_builder
+from registry.science.channels import ion_limits, thresholds
 
 
 def relaxed(registry_id: str, structure: Structure) -> dict:
@@ -27,8 +28,13 @@ def test_tunnels_on_the_reference_frameworks(registry, shared_data):
     assert hollandite["has_1d_channel"]
     # the 2x2 tunnel runs along the tetragonal c axis (3.09 Å); the CIF's primitive cell calls that [1 1 0]
     assert hollandite["report"]["channel_axis"]["repeat"] == pytest.approx(3.09, abs=0.05)
-    assert hollandite["admits"]["Mg"] is True
+    assert hollandite["admits"]["Mg"] is True and hollandite["dimensionality"]["Mg"] == 1
     assert hollandite["report"]["ions"]["Mg"]["e_1d"] is not None
+    # the 1x1 tunnel is too narrow for Mg2+; anatase's Mg paths are a 3-D network, not a tunnel
+    assert pyrolusite["admits"]["Mg"] is False and pyrolusite["dimensionality"]["Mg"] == 1
+    assert out["anatase"]["dimensionality"]["Mg"] == 3 and out["anatase"]["admits"]["Mg"] is False
+    assert hollandite["report"]["ions"]["Mg"]["limits"]["min_free_sphere"] == ion_limits("Mg").min_free_sphere
+    assert hollandite["provenance"]["parameters"]["calibration"] == thresholds()[1]
     assert out["broken"]["state"] == "failed" and out["broken"]["error"]
     assert report.failed == 1
     again = run_builder(make_builder(registry, "tunnels", everything), "tunnels", progress=False)

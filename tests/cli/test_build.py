@@ -9,7 +9,7 @@ def test_build_insertion_takes_its_caps_and_reports_its_collection(db_uri, refer
     assert "insertion  processed 0 (failed 0)" in result.output and f"-> {db_uri.rsplit('/', 1)[1]}.insertion" in result.output
 
     seen = {}
-    monkeypatch.setattr("cli.build.build", lambda reg, stage, options, **_: seen.update(stage=stage, options=options))
+    monkeypatch.setattr("cli.build.build", lambda reg, stage, options, **_: seen.update(stage=stage, options=options) or [])
     args = ["--ion", "Zn", "--insertion-ion", "Mg", "--insertion-ion", "Ca", "--insertion-sites", "2",
             "--insertion-levels", "3", "--insertion-configurations", "2", "--insertion-steps", "50",
             "--relax-batch", "32", "--device", "cuda"]

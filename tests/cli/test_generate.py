@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from registry.db.client import Registry
+from registry.science.frameworks import load_frameworks
 
 SAMPLES = "gaibm_2410.06433/eval_gen_arrays.npz"
 
@@ -76,6 +77,23 @@ def test_generate_substitute_from_a_prototype_cif_names_the_id_ingest_would_give
     assert parents == {parent["registry_id"]}
     (run_doc,) = reg.find({}, collection="generation_runs")
     assert run_doc["parameters"]["ions"] == ["Mg"] and run_doc["parameters"]["selection"]["prototypes"] == [str(cif)]
+
+
+def test_generate_substitute_on_the_tunnel_hosts_of_the_framework_library(db_uri):
+    result = run("--db", db_uri, "generate", "substitute", "--framework", "tunnel", "--max-per-parent", "2",
+                 "--ions", "Mg")
+    assert result.exit_code == 0, result.output
+    hosts = [fw.id for fw in load_frameworks() if fw.role == "host"]
+    assert numbers(r"frameworks (\d+): skipped (\d+)", result.output) == (len(hosts), 0)
+    generated = Registry(db_uri).find({"origin.source": "substitution"}, fields=["origin"])
+    parents = {d["origin"]["parameters"]["parent"] for d in generated}
+    assert parents == {f"framework:{fid}" for fid in hosts}  # rutile, anatase and brookite are not hosts
+    # the post-spinel's tunnel cation is replaced by the working ion: a Mg host of the CaFe2O4 type
+    assert any(d["origin"]["parameters"]["parent"] == "framework:calcium-ferrite_CaFe2O4"
+               and d["origin"]["parameters"]["substitution"].get("Ca2+") == "Mg2+" for d in generated)
+
+    unknown = CliRunner().invoke(cli, ["--db", db_uri, "generate", "substitute", "--framework", "nope"])
+    assert unknown.exit_code == 1 and "no framework 'nope'" in unknown.output and "tunnel" in unknown.output
 
 
 def test_generate_substitute_without_frameworks_is_a_clear_error(db_uri):

@@ -10,7 +10,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from registry.science.frameworks import Framework, framework_path, get_framework, load_frameworks
+from registry.science.frameworks import Framework, framework_path, get_framework, load_frameworks, select_frameworks
 
 FRAMEWORKS = load_frameworks()
 IDS = [fw.id for fw in FRAMEWORKS]
@@ -96,3 +96,13 @@ def test_lookup_by_id():
     assert framework_path("anatase_TiO2").name == "anatase_TiO2.cif"
     with pytest.raises(KeyError):
         get_framework("no-such-framework")
+
+
+def test_selection_by_id_and_by_group():
+    tunnel = select_frameworks(["tunnel"])
+    assert [fw.role for fw in tunnel] == ["host"] * len(tunnel) and len(tunnel) == 9
+    assert [fw.id for fw in select_frameworks(["rutile_TiO2", "tunnel", "hollandite_alpha-MnO2"])] == \
+        [fw.id for fw in load_frameworks() if fw.role == "host" or fw.id == "rutile_TiO2"]  # file order, each once
+    assert len(select_frameworks(["all"])) == len(load_frameworks())
+    with pytest.raises(KeyError, match="groups: tunnel, all"):
+        select_frameworks(["nope"])

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -16,6 +16,7 @@ from registry.science.insertion import (
     place_ions,
     reducible_metals,
 )
+from registry.science.redox import redox_floors
 
 # Faraday's constant in mAh per mole of electrons: 96485.332 C/mol / 3.6 C/mAh
 F_MAH = 96485.33212 / 3.6
@@ -83,6 +84,22 @@ def test_reducible_electrons_come_from_the_oxidation_states():
     assert (mn.element, mn.oxidation_state, mn.floor, mn.electrons) == ("Mn", 4, 2, 4)  # Mn4+ -> Mn2+, 2 sites
     zno = Structure(Lattice.cubic(4.3), ["Zn2+", "O2-"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert [m.electrons for m in reducible_metals(zno)] == [0]  # Zn2+ is already at its floor
+
+
+@pytest.mark.parametrize(("cation", "floor", "electrons"), [
+    ("W6+", 4, 2), ("Mo6+", 4, 2), ("V5+", 3, 2), ("Nb5+", 4, 1), ("Ti4+", 3, 1), ("Fe3+", 2, 1),
+    ("Sc3+", 3, 0), ("Zr4+", 4, 0), ("Ta5+", 5, 0)])
+def test_the_oxide_redox_floor_bounds_the_electrons_of_each_metal(cation, floor, electrons):
+    """From registry/data/redox/floors.csv: Sc3+ and Zr4+ do not reduce, W6+ stops at W4+ (not W2+)."""
+    oxide = Structure(Lattice.cubic(4.0), [cation, "O2-"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    (metal,) = reducible_metals(oxide)
+    assert (metal.floor, metal.electrons) == (floor, electrons)
+
+
+def test_every_transition_metal_of_the_floor_table_has_a_source():
+    floors = redox_floors()
+    assert {e.symbol for e in Element if e.is_transition_metal and e.Z < 104} <= set(floors)
+    assert all(f.source and f.oxides and f.floor >= 1 for f in floors.values())
 
 
 def test_ion_counts_and_greedy_placement():

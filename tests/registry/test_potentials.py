@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -162,3 +163,84 @@ def test_a_batch_keeps_order_and_returns_failures_in_place(chgnet):
     for structure, result in zip(inputs[::2], results[::2], strict=True):
         assert result.status in ("converged", "unconverged")
         assert result.structure.composition == structure.composition
+
+
+@pytest.fixture(scope="module")
+def seven_net() -> Potential:
+    return load_potential("sevenn:7net-0")
+
+
+def test_sevenn_passes_the_model_check_on_the_mp2020_scale(seven_net):
+    """Its raw energies are GGA/GGA+U (MnO2 about 1 eV/atom above MP's); MP2020's correction brings them within
+    the check's tolerance, and the potential says so, with the hash of the weights it loaded."""
+    import sevenn._const
+
+    report = check_potential(seven_net)
+    assert report.passed and report.max_abs_error < 0.05
+    assert seven_net.energy_correction.startswith("MaterialsProject2020Compatibility")
+    shipped = Path(sevenn._const.SEVENNET_0_11Jul2024).read_bytes()
+    assert seven_net.checkpoint_sha256 == hashlib.sha256(shipped).hexdigest()
+    assert seven_net.checkpoint_sha256[:12] in seven_net.version
+    chgnet = load_potential("chgnet")  # trained on MP2020-corrected energies: nothing to add
+    assert chgnet.energy_correction is None and len(chgnet.checkpoint_sha256) == 64
+
+
+def test_sevenn_batches_its_own_numbers_plus_the_correction(seven_net):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from registry.science.corrections import mp2020_correction_per_atom
+
+    structures = [rattled(m) for m in ("mp-510408", "mp-1008634")]
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in structures]
+    batched = seven_net.evaluate(atoms)
+    for a, s, ev in zip(atoms, structures, batched, strict=True):
+        a.calc = seven_net.calculator()  # sevenn's own ASE calculator: raw energies
+        assert ev.energy == pytest.approx(a.get_potential_energy() + mp2020_correction_per_atom(s) * len(a), abs=1e-4)
+        np.testing.assert_allclose(ev.forces, a.get_forces(), atol=1e-5)
+        np.testing.assert_allclose(ev.stress, a.get_stress(), atol=1e-6)
+
+
+def test_relaxing_with_sevenn_lowers_the_energy(seven_net):
+    result = relax(rattled("mp-510408"), seven_net, RelaxSettings(steps=60))
+    assert result.status == "converged"
+    assert result.final_energy_per_atom < result.initial_energy_per_atom
+    assert result.final_energy_per_atom == pytest.approx(-8.128, abs=0.05)  # MP2020-compatible, MP's relaxation
+
+
+def test_a_file_that_is_not_a_sevenn_checkpoint_is_refused_in_one_line(tmp_path):
+    import torch
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    code = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), code)  # a pickle that names a class: never unpickled
+    for path, why in ((text, "torch cannot read it"), (other, "no SevenNet config"),
+                      (code, "it names torch.nn.modules.linear.Linear")):
+        with pytest.raises(PotentialLoadError, match=f"is not a SevenNet checkpoint: {why}") as refused:
+            load_potential(f"sevenn:{path}")
+        assert "\n" not in str(refused.value)
+    with pytest.raises(PotentialLoadError, match="neither a SevenNet model shipped"):
+        load_potential(f"sevenn:{tmp_path / 'missing.pth'}")
+
+
+def test_a_sevenn_checkpoint_with_broken_weights_fails_the_model_check(tmp_path):
+    """A real SevenNet checkpoint whose linear weights are halved loads, and the model check refuses it in one line."""
+    import io
+
+    import sevenn._const
+    import torch
+
+    from registry.science.potentials import _numpy_globals
+
+    with torch.serialization.safe_globals(_numpy_globals()):
+        raw = torch.load(io.BytesIO(Path(sevenn._const.SEVENNET_0_11Jul2024).read_bytes()),
+                         map_location="cpu", weights_only=True)
+    raw["model_state_dict"] = {k: v / 2 if k.endswith("linear.weight") else v for k, v in raw["model_state_dict"].items()}
+    path = tmp_path / "halved.pth"
+    torch.save(raw, path)
+    broken = load_potential(f"sevenn:{path}")
+    with pytest.raises(ModelCheckError, match=r"SevenNet halved.pth .* fails the model check") as refused:
+        check_potential(broken)
+    assert "\n" not in str(refused.value)

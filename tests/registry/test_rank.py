@@ -3,8 +3,10 @@ import pytest
 from registry.science.criteria import PRESETS, Criterion, evaluate, judge
 
 CANDIDATE = {"elements": ["Mg", "Mn", "O"], "e_above_hull": 0.05, "has_1d_channel": True,
-             "admits": {"Mg": True, "Zn": False}, "band_gap": 0.5, "novel": True, "converged": True,
-             "formation_energy_per_atom": -2.0, "formula_known": False, "hull_complete": True}
+             "dimensionality": {"Mg": 1, "Zn": 1}, "admits": {"Mg": True, "Zn": False}, "band_gap": 0.5,
+             "novel": True, "converged": True, "relaxation_sane": True, "formation_energy_per_atom": -2.0,
+             "formula_known": False, "hull_complete": True, "average_voltage": {"Mg": 2.0},
+             "conversion_preferred": {"Mg": False}}
 
 
 def test_a_numeric_criterion_scores_its_margin():
@@ -26,6 +28,22 @@ def test_the_ion_placeholder_selects_the_working_ion():
     assert {v.name: v.field for v in verdicts}["admits_ion"] == "admits.Mg"
     _, passed_zn, _ = judge(PRESETS["tunnel"], CANDIDATE, "Zn")
     assert not passed_zn
+
+
+def test_a_host_needs_a_positive_insertion_voltage_and_its_ion_in_a_1d_channel():
+    for change, failing in [({"average_voltage": {"Mg": -0.3}}, "insertion_voltage"),
+                            ({"average_voltage": {}}, "insertion_voltage"),  # no insertion result: not shown a host
+                            ({"dimensionality": {"Mg": 3}}, "one_d_channel"),  # anatase: paths in every direction
+                            ({"relaxation_sane": False}, "relaxation_sane")]:
+        verdicts, passed, _ = judge(PRESETS["tunnel"], {**CANDIDATE, **change}, "Mg")
+        assert not passed
+        assert [v.name for v in verdicts if v.hard and not v.passed] == [failing]
+
+
+def test_conversion_is_a_soft_penalty():
+    _, passed, score = judge(PRESETS["tunnel"], CANDIDATE, "Mg")
+    _, converts, converting_score = judge(PRESETS["tunnel"], {**CANDIDATE, "conversion_preferred": {"Mg": True}}, "Mg")
+    assert passed and converts and converting_score == pytest.approx(score - 1.0)
 
 
 def test_soft_criteria_move_the_score_but_not_the_verdict():

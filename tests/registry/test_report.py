@@ -85,28 +85,28 @@ def test_a_set_report_shows_its_members_notes_and_parity_once_there_is_dft(seede
     assert 'id="fig-parity-band_gap"' in page and "MAE 0.400" in page
 
 
-def test_a_voltage_capacity_plot_per_ion_once_there_are_insertion_documents(seeded):
+def test_the_insertion_section_plots_voltage_against_capacity_with_the_competing_conversion(seeded):
     registry, ids = seeded
-    assert "No insertion electrodes yet" in build_report(registry) and "fig-insertion" not in build_report(registry)
-    docs = [{"registry_id": ids["VO2"], "state": "successful", "formula_pretty": "VO2",
-             "average_voltage": {"Mg": 2.1, "Zn": 1.2}, "capacity_grav": {"Mg": 250.0, "Zn": 150.0}},
-            {"registry_id": ids["TiVO4"], "state": "successful", "formula_pretty": "TiVO4",
-             "average_voltage": {"Mg": 1.6, "Al": None}, "capacity_grav": {"Mg": 120.0, "Al": None}},
-            {"registry_id": ids["CrO2"], "state": "failed", "error": "Mg: no reducible transition metal",
-             "formula_pretty": "CrO2", "average_voltage": {}, "capacity_grav": {}}]
-    registry.collection("insertion").insert_many(docs)
-    try:
-        page = build_report(registry)
-    finally:
-        registry.collection("insertion").drop()
+    page = build_report(registry)
     assert 'id="fig-insertion"' in page and "No insertion electrodes yet" not in page
+    table = re.search(r'<table class="insertion">.*?</table>', page, re.S).group(0)
+    assert table.count("<tr>") == 1 + registry.count({"state": "successful"}, collection="insertion")  # with the head
+    assert "<td>TiVO4</td>" in table and "<td>1.9</td><td>yes</td>" in table  # conversion above intercalation
+
+    docs = [{"registry_id": ids["VO2"], "state": "successful", "formula_pretty": "VO2",
+             "average_voltage": {"Mg": 2.1, "Zn": 1.2}, "capacity_grav": {"Mg": 250.0, "Zn": 150.0},
+             "conversion_voltage": {"Mg": 2.4, "Zn": None}},
+            {"registry_id": ids["TiVO4"], "state": "successful", "formula_pretty": "TiVO4",
+             "average_voltage": {"Mg": 1.6, "Al": None}, "capacity_grav": {"Mg": 120.0, "Al": None}}]
     traces = {t.name: (list(t.x), list(t.y)) for t in insertion_figure(docs).data}
-    assert traces == {"Mg": ([250.0, 120.0], [2.1, 1.6]), "Zn": ([150.0], [1.2])}  # Al has no electrode
+    # Al has no electrode; conversion is drawn at the capacity of the intercalation it competes with
+    assert traces == {"Mg": ([250.0, 120.0], [2.1, 1.6]), "Mg conversion": ([250.0], [2.4]), "Zn": ([150.0], [1.2])}
 
 
 def test_an_empty_registry_gives_a_page_that_says_what_is_missing(registry):
     page = build_report(registry)
     assert "No stability documents yet" in page and "No candidates yet" in page
+    assert "No insertion electrodes yet" in page and "fig-insertion" not in page
     assert 'id="fig-funnel"' in page
 
 
