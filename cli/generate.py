@@ -56,7 +56,7 @@ def run_and_report(ctx: Context, generator: Generator,
     click.echo(counts())
     print_report(report, reg.database)
     m = doc.metrics
-    click.echo(f"validity of {m['n_samples']} records (CDVAE): composition {m['comp_valid']:.3f}, "
+    click.echo(f"validity of {m['n_samples']} records (CDVAE's definitions): composition {m['comp_valid']:.3f}, "
                f"structure {m['struct_valid']:.3f}, overall {m['valid']:.3f}; "
                f"{m['n_unique_formulas']} distinct formulas")
     click.echo(f"run {doc.run_id} ({doc.seconds:.1f} s) in {reg.database}.generation_runs")
