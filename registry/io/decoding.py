@@ -2,7 +2,9 @@
 
 monty's `MontyDecoder` (and pymatgen's `from_dict` methods, which call it on site properties and entry data)
 imports whatever module an `"@module"` key names, at any depth, and calls the named class's `from_dict`: a file
-naming an installed module runs that module's import-time code. Every such key is checked first.
+naming an installed module runs that module's import-time code, and some pymatgen classes open files named in the
+JSON (`Vasprun` with `filename: /etc/shadow`, or a FIFO that hangs the reader). Every such key is checked first:
+only the classes the registry reads, structures and entries and their parts, are decoded.
 """
 
 from __future__ import annotations
@@ -12,34 +14,48 @@ from typing import Any
 
 from monty.json import MontyDecoder
 
-TRUSTED_MODULES = ("pymatgen.",)
+_ENTRIES = ("ComputedEntry", "ComputedStructureEntry", "EnergyAdjustment", "ConstantEnergyAdjustment",
+            "ManualEnergyAdjustment", "CompositionEnergyAdjustment", "TemperatureEnergyAdjustment")
+_PARTS = {"pymatgen.core.structure": ("Structure", "IStructure"), "pymatgen.core.lattice": ("Lattice",),
+          "pymatgen.core.sites": ("Site", "PeriodicSite"), "pymatgen.core.composition": ("Composition",),
+          "pymatgen.core.periodic_table": ("Element", "Species", "DummySpecies"),
+          "pymatgen.core.entries": _ENTRIES, "pymatgen.entries.computed_entries": _ENTRIES,  # newer, older pymatgen
+          "numpy": ("array",)}
+ALLOWED = frozenset((module, name) for module, names in _PARTS.items() for name in names)
 
 
 class UntrustedModule(ValueError):
     """The JSON names a module outside the trusted packages."""
 
 
-def module_references(obj: Any) -> Iterator[str]:
-    """Every `"@module"` value in a JSON tree."""
-    if isinstance(obj, dict):
-        if "@module" in obj:
-            yield str(obj["@module"])
-        for value in obj.values():
-            yield from module_references(value)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
-            yield from module_references(value)
+def class_references(obj: Any) -> Iterator[tuple[str, str]]:
+    """Every `("@module", "@class")` pair in a JSON tree."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "@module" in item:
+                yield str(item["@module"]), str(item.get("@class"))
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
-def check_modules(obj: Any, trusted: tuple[str, ...] = TRUSTED_MODULES) -> None:
-    """Raise `UntrustedModule` when any `"@module"` in `obj` lies outside `trusted` (module name prefixes)."""
-    foreign = sorted({m for m in module_references(obj) if not m.startswith(trusted)})
+def check_modules(obj: Any, trusted: tuple[str, ...] | None = None) -> None:
+    """Raise `UntrustedModule` when a class named in `obj` is not one the registry reads (`ALLOWED`), or, given
+    `trusted` (module name prefixes, e.g. a model's own package), lies outside them."""
+    if trusted is None:
+        foreign = sorted({f"{m}.{c}" for m, c in class_references(obj) if (m, c) not in ALLOWED})
+        what = "structures, entries and their parts"
+    else:
+        foreign = sorted({m for m, _ in class_references(obj) if not m.startswith(trusted)})
+        what = ", ".join(trusted)
     if foreign:
-        raise UntrustedModule(f"names module(s) outside {', '.join(trusted)}: {', '.join(foreign[:3])}; "
-                              "decoding would import them, so it is refused")
+        raise UntrustedModule(f"names class(es) outside {what}: {', '.join(foreign[:3])}; decoding would import "
+                              "or run them, so it is refused")
 
 
-def decode(obj: Any, trusted: tuple[str, ...] = TRUSTED_MODULES) -> Any:
-    """`MontyDecoder().process_decoded(obj)` once every module it would import is trusted."""
-    check_modules(obj, trusted)
+def decode(obj: Any) -> Any:
+    """`MontyDecoder().process_decoded(obj)` once every class it would build is one the registry reads."""
+    check_modules(obj)
     return MontyDecoder().process_decoded(obj)

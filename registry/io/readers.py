@@ -1,7 +1,8 @@
 """Readers turn input files (and the MP API) into `Record`s: a parsed structure with its origin, or a reason.
 
-A reader never raises for one bad record: it yields a reject and goes on. It raises `RegistryError` only when
-a whole input cannot be understood (an unknown file type), so the caller can report it.
+A reader never raises for one bad record or file: it yields a reject and goes on, so the good files of the same
+run are written. After `MAX_REJECTS_PER_FILE` rejects from one file, the rest of that file's rejects are counted
+into one summary reject: a small compressed file of junk cannot fill the rejects collection.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import gzip
 import io
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,7 +22,6 @@ from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymatgen.io.cif import CifFile, CifParser
 
-from registry.errors import RegistryError
 from registry.io.decoding import check_modules, decode
 from registry.io.records import Record
 from registry.science.validity import MAX_SITES
@@ -30,6 +31,7 @@ MAX_FILE_BYTES = 256 * 2**20  # a single input file larger than this is refused,
 MAX_CIF_LINES = 20 * MAX_SITES  # room for displacement and bond loops; bounds the CIF lexer's work
 MAX_EXPANDED_SITES = 4 * MAX_SITES  # atom sites x symmetry operations, before duplicates merge
 STRUCTURE_SUFFIXES = (".cif", ".csv", ".json", ".json.gz")
+MAX_REJECTS_PER_FILE = 100
 
 # Column names (lower case) in CSV inputs that carry reference properties, mapped to the registry's names.
 REFERENCE_COLUMNS = {
@@ -131,11 +133,12 @@ def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKi
     default the file's stem) is the source id of a file's only record, the prefix of its others'."""
     suffix = _suffix(path)
     readers = {".cif": read_cif, ".csv": read_csv, ".json": read_json, ".json.gz": read_json}
-    if suffix not in readers:
-        raise RegistryError(f"{path}: unknown input type {suffix or '(none)'}; expected a CIF, a CSV with a cif "
-                            "column, JSON of structures or entries, or a folder of them")
     name = name or path.stem
-    origin = _origin(kind, source or suffix.lstrip(".").split(".")[0], name, path)
+    origin = _origin(kind, source or suffix.lstrip(".").split(".")[0] or "file", name, path)
+    if suffix not in readers:
+        yield Record.reject(origin, f"unknown input type {suffix or '(none)'}: expected a CIF, a CSV with a cif "
+                            "column, JSON of structures or entries, or a folder of them")
+        return
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -145,9 +148,26 @@ def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKi
         yield Record.reject(origin, f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
         return
     try:
-        yield from readers[suffix](path, source=origin.source, kind=kind, name=name)
+        yield from _capped(readers[suffix](path, source=origin.source, kind=kind, name=name), origin)
     except (OSError, UnicodeDecodeError) as exc:
         yield Record.reject(origin, f"cannot read file: {exc}")
+
+
+def _capped(records: Iterator[Record], origin: Origin) -> Iterator[Record]:
+    """Every structure, and the first `MAX_REJECTS_PER_FILE` rejects; then one reject that counts the rest."""
+    more = 0
+    rejected = 0
+    for record in records:
+        if record.structure is None:
+            rejected += 1
+            if rejected > MAX_REJECTS_PER_FILE:
+                more += 1
+                continue
+        yield record
+    if more:
+        yield Record.reject(origin.model_copy(update={"source_id": f"{origin.source_id}:more-rejects"}),
+                            f"{more} more rejects in this file, not kept one by one (the first "
+                            f"{MAX_REJECTS_PER_FILE} are)")
 
 
 def read_cif(path: Path, source: str = "cif", kind: OriginKind = OriginKind.mined,
@@ -169,7 +189,7 @@ def read_csv(path: Path, source: str = "csv", kind: OriginKind = OriginKind.mine
     """A CSV with a `cif` column (the MP-20 / CDVAE layout): ids and reference properties from other columns."""
     name = name or path.stem
     csv.field_size_limit(MAX_FILE_BYTES)
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:  # bad bytes: that row's reject
         reader = csv.DictReader(fh)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
         if "cif" not in columns:
@@ -179,7 +199,12 @@ def read_csv(path: Path, source: str = "csv", kind: OriginKind = OriginKind.mine
         id_column = next((columns[c] for c in ID_COLUMNS if c in columns), None)
         for row_number, row in enumerate(reader):
             source_id = (row.get(id_column) or "").strip() if id_column else ""
+            if _undecodable(source_id):
+                source_id = ""
             origin = _origin(kind, source, source_id or f"{name}:{row_number}", path, row_number)
+            if any(_undecodable(v) for v in [*row.values(), *(row.get(None) or [])] if isinstance(v, str)):
+                yield Record.reject(origin, f"row {row_number}: not UTF-8 text")
+                continue
             text = row.get(columns["cif"]) or ""
             try:
                 structure = parse_cif(text)[0]
@@ -192,6 +217,13 @@ def read_csv(path: Path, source: str = "csv", kind: OriginKind = OriginKind.mine
                     value = row.get(column)
                     reference[REFERENCE_COLUMNS[lower]] = value if lower == "pretty_formula" else _number(value)
             yield Record(origin, structure, reference)
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as `errors="surrogateescape"` decodes them
+
+
+def _undecodable(text: str) -> bool:
+    return _ESCAPED.search(text) is not None
 
 
 def _entry_record(obj: Any, origin: Origin) -> Record:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import signal
 import tarfile
 import tempfile
@@ -27,7 +28,7 @@ from pymatgen.core import Lattice, Structure
 from generators.cdvae import ARRAY_KEYS, CDVAESamples
 from generators.crystal_text import CrystalTextError, text_to_structure
 from registry.io.dft import DftResult, NoResults, read_results
-from registry.io.readers import MAX_FILE_BYTES, parse_cif, read_path
+from registry.io.readers import MAX_FILE_BYTES, MAX_REJECTS_PER_FILE, parse_cif, read_path
 from registry.io.records import Record
 from registry.output.bundle import BundleError, Limits, export_set, import_bundle, read_bundle, safe_name
 from registry.output.sets import create_set
@@ -406,3 +407,77 @@ def test_a_bundle_inflating_to_1_gb_is_refused_after_reading_only_its_headers(tm
     with pytest.raises(BundleError, match="allowed per file"):
         read_bundle(path, Limits())
     assert time.monotonic() - start < 2
+
+
+# --- error paths of one input: bounded, and never more than the input's own reject ---
+
+def _vasprun_json(filename: str) -> str:
+    return json.dumps({"@module": "pymatgen.io.vasp.outputs", "@class": "Vasprun", "filename": filename})
+
+
+def test_json_naming_a_class_that_opens_files_is_refused_without_opening_them(tmp_path):
+    """Vasprun opens the file its JSON names: a FIFO would hang the ingest, and the reject must not tell whether
+    a path exists."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reasons = []
+    for target in (fifo, Path("/etc/shadow"), tmp_path / "absent"):
+        path = tmp_path / f"run-{target.name}.json"
+        path.write_text(_vasprun_json(str(target)))
+        with within(10):
+            [record] = read_path(path)
+        assert record.structure is None and "refused" in record.reason
+        reasons.append(record.reason.replace(str(target), "PATH"))
+    assert len(set(reasons)) == 1
+
+
+def test_rejects_per_file_are_capped_with_one_summary(tmp_path):
+    """A 1 KB .json.gz of zeros expands to many items: 100 rejects, then one that counts the rest; a structure
+    among them is still read."""
+    items = [0] * 5000 + [Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5] * 3]).as_dict()]
+    path = tmp_path / "zeros.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(items).encode()))
+    assert path.stat().st_size < 2000
+    records = list(read_path(path))
+    assert sum(r.structure is not None for r in records) == 1
+    rejects = [r for r in records if r.structure is None]
+    assert len(rejects) == MAX_REJECTS_PER_FILE + 1 and rejects[-1].reason.startswith("4900 more rejects")
+
+
+def test_one_bad_byte_in_a_csv_rejects_its_row_only(tmp_path):
+    cif = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5] * 3]).to(fmt="cif").replace('"', "")
+    path = tmp_path / "rows.csv"
+    path.write_bytes(f'material_id,cif\nm-1,"{cif}"\nm-2\xff,"{cif}"\nm-3,"{cif}"\n'.encode("latin-1"))
+    records = list(read_path(path))
+    assert [r.structure is not None for r in records] == [True, False, True]
+    assert "not UTF-8" in records[1].reason and records[1].origin.row == 1
+
+
+def test_an_explicit_file_of_an_unknown_type_is_one_reject_and_the_good_files_are_written(db_uri, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    (tmp_path / "mgo.cif").write_text(Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5] * 3]).to(fmt="cif"))
+    result = CliRunner().invoke(cli, ["--db", db_uri, "ingest", str(tmp_path / "model.pkl"), str(tmp_path / "mgo.cif")])
+    assert result.exit_code == 0, result.output
+    assert "ingested 1, updated 0, unchanged 0, rejected 1" in result.output and "unknown input type .pkl" in result.output
+
+
+def test_a_structure_document_without_origin_fails_alone_in_validate(db_uri):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from registry.db.client import Registry
+
+    run = lambda *args: CliRunner().invoke(cli, ["--db", db_uri, *args])  # noqa: E731
+    assert run("ingest", str(ROOT / "registry" / "data" / "sample" / "tunnel_references")).exit_code == 0
+    reg = Registry(db_uri)
+    damaged = reg.find(fields=["registry_id"], sort=[("registry_id", 1)])[0]["registry_id"]
+    reg.collection("structures").update_one({"registry_id": damaged}, {"$unset": {"origin": ""}})
+    result = run("build", "validate", "--top", "0")
+    assert result.exit_code == 0, result.output
+    docs = {d["registry_id"]: d for d in reg.find(collection="validated")}
+    assert docs[damaged]["state"] == "failed" and "origin" in docs[damaged]["error"]
+    assert sum(d["state"] != "failed" for d in docs.values()) == 3
