@@ -370,6 +370,8 @@ def _read_tar(path: Path, limits: Limits) -> dict[str, bytes]:
                 if not info.isfile():
                     kind = "link" if info.issym() or info.islnk() else "device or other special file"
                     raise BundleError(f"{info.name}: a {kind}; bundles hold regular files only")
+                if name in files:  # the last would silently win
+                    raise BundleError(f"{name}: twice in the archive; a bundle holds each file once")
                 budget.take(name, info.size)
                 data = tar.extractfile(info).read()
                 if len(data) != info.size:
@@ -544,6 +546,8 @@ def import_bundle(reg: Registry, path: str | Path, *, set_name: str | None = Non
                      "set_version": meta.version, "imported_at": datetime.now(UTC)}
     report = ImportReport(bundle=path.name, manifest_sha256=bundle.manifest_sha256, set_name=name,
                           set_status=set_status or "created")
+    if set_status is None:  # before the first write: a refused import writes nothing
+        import_set(reg, meta.model_dump(), meta.members, imported_from, name=name, check_only=True)
     reg.ensure_indexes(BUNDLED)
     for collection, docs in bundle.documents.items():
         key = COLLECTIONS[collection].key

@@ -319,9 +319,10 @@ def compare_set(reg: Registry, name: str, members_json: list[Mapping[str, Any]])
 
 
 def import_set(reg: Registry, data: Mapping[str, Any], members_json: list[Mapping[str, Any]],
-               imported_from: Mapping[str, Any], name: str | None = None) -> CandidateSet:
+               imported_from: Mapping[str, Any], name: str | None = None, check_only: bool = False) -> CandidateSet:
     """A new set from a bundle's description of it (`query` as extended JSON text), as version 1 with change
-    "import": its history stays with the exporter, and `imported_from` names the version it was."""
+    "import": its history stays with the exporter, and `imported_from` names the version it was. `check_only`
+    validates it without saving: a bundle import checks its set before it writes anything."""
     name = name or data["name"]
     _check_name(name)
     incoming = [SetMember(**{**m, "added_at": datetime.fromisoformat(m["added_at"])}) for m in members_json]
@@ -334,5 +335,11 @@ def import_set(reg: Registry, data: Mapping[str, Any], members_json: list[Mappin
             versions=[SetVersion(number=1, created_at=now, author=data.get("author"), change="import",
                                  added=[m.registry_id for m in incoming], members=incoming)],
         )
-        _save(candidate_set)
+        if check_only:
+            try:
+                candidate_set.validate()
+            except ValidationError as exc:
+                raise RegistryError(f"set {name!r} is not valid: {exc}") from None
+        else:
+            _save(candidate_set)
     return candidate_set

@@ -27,6 +27,7 @@ from pymatgen.core import Lattice, Structure
 
 from generators.cdvae import ARRAY_KEYS, CDVAESamples
 from generators.crystal_text import CrystalTextError, text_to_structure
+from registry.errors import RegistryError
 from registry.io.dft import DftResult, NoResults, read_results
 from registry.io.readers import MAX_FILE_BYTES, MAX_REJECTS_PER_FILE, parse_cif, read_path
 from registry.io.records import Record
@@ -481,3 +482,46 @@ def test_a_structure_document_without_origin_fails_alone_in_validate(db_uri):
     docs = {d["registry_id"]: d for d in reg.find(collection="validated")}
     assert docs[damaged]["state"] == "failed" and "origin" in docs[damaged]["error"]
     assert sum(d["state"] != "failed" for d in docs.values()) == 3
+
+
+def _rewrite(bundle: Path, folder: Path, change) -> Path:
+    """The bundle's files, changed by `change(files)` (name -> bytes, in order), packed again as a .tar.gz."""
+    files: list[tuple[str, bytes]] = []
+    with tarfile.open(bundle, "r:gz") as tar:
+        files = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    files = change(files)
+    out = folder / "changed.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def test_a_bundle_naming_one_file_twice_is_refused(bundle, registry, tmp_path):
+    def twice(files):
+        name, data = next((n, d) for n, d in files if "/documents/" in n)
+        return [*files, (name, data.replace(b"registry_id", b"registry_iX"))]
+
+    with pytest.raises(BundleError, match="twice"):
+        import_bundle(registry, _rewrite(bundle, tmp_path, twice))
+    assert registry.client[registry.database].list_collection_names() == []
+
+
+def test_a_bundle_whose_set_is_invalid_writes_nothing(bundle, registry, tmp_path):
+    """The set is checked with everything else, before the first write (it used to be saved last)."""
+    def top_zero(files):
+        out = []
+        for name, data in files:
+            if name.endswith("manifest.json"):
+                manifest = json.loads(data)
+                manifest["set"]["top"] = 0
+                data = json.dumps(manifest).encode()
+            out.append((name, data))
+        return out
+
+    with pytest.raises(RegistryError, match="set 'fuzz' is not valid.*top"):
+        import_bundle(registry, _rewrite(bundle, tmp_path, top_zero))
+    db = registry.client[registry.database]
+    assert sum(db[name].estimated_document_count() for name in db.list_collection_names()) == 0
