@@ -466,7 +466,8 @@ def test_an_explicit_file_of_an_unknown_type_is_one_reject_and_the_good_files_ar
     assert "ingested 1, updated 0, unchanged 0, rejected 1" in result.output and "unknown input type .pkl" in result.output
 
 
-def test_a_structure_document_without_origin_fails_alone_in_validate(db_uri):
+def test_a_structure_document_without_origin_fails_alone_in_validate(db_uri, references):
+    """(`references`: a small reference set, so that the build does not load the shipped one first.)"""
     from click.testing import CliRunner
 
     from cli.main import cli
