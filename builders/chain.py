@@ -35,7 +35,7 @@ class BuildOptions:
     force: bool = False
     potential: str = "chgnet"  # tier one: screen, relaxation, insertion (docs/potentials.md says why)
     refine_potential: str | None = "sevenn:7net-0"  # tier two: the survivors' energies; None (or "none"): off
-    refine_margin: float = 0.05  # eV/atom the second tier may bring a structure below the first tier's E_hull (docs/potentials.md)
+    refine_margin: float = 0.05  # eV/atom the second tier may bring a structure below the first tier's E_hull (see docs)
     device: str = "cpu"
     fmax: float = 0.1
     steps: int = 500

@@ -273,7 +273,7 @@ class EmbeddedServer:
 
         problems: list[str] = []
         timeout = int(wait_s * 1000)
-        for role, user in users.items():
+        for user in users.values():
             with pymongo.MongoClient(state.uri, username=user.username, password=user.password,
                                      authMechanism=MECHANISM, serverSelectionTimeoutMS=timeout) as client:
                 try:

@@ -1,6 +1,5 @@
 from types import SimpleNamespace
 
-import pytest
 from pymatgen.core import Lattice, Structure
 
 from registry.io.readers import MAX_FILE_BYTES, read_mp_api, read_path

@@ -21,12 +21,12 @@ from pathlib import Path
 import mongoengine
 import pymongo
 import pytest
+from bson.regex import Regex
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from bson.regex import Regex
 from pymongo.errors import OperationFailure
 
 from cli.main import cli
