@@ -33,7 +33,7 @@ def test_generate_cdvae_reports_counts_that_add_up(db_uri, shared_data):
     read, ingested, updated, unchanged, bad = numbers(
         r"read (\d+): ingested (\d+), updated (\d+), unchanged (\d+), rejected (\d+)", result.output)
     assert read == parsed + rejected == ingested + updated + unchanged + bad
-    assert re.search(r"validity of \d+ records \(CDVAE\): composition 0\.\d+, structure [01]\.\d+, overall",
+    assert re.search(r"validity of \d+ records \(CDVAE's definitions\): composition 0\.\d+, structure [01]\.\d+, overall",
                      result.output)
 
     reg = Registry(db_uri)
