@@ -59,7 +59,7 @@ class RankBuilder(StageBuilder):
             if doc.get("state") == State.failed.value:
                 record[f"{name}_error"] = doc.get("error")
                 continue
-            record.update({f: doc.get(f) for f in fields if f != "warnings"})
+            record.update({f: doc.get(f) for f in fields})
             record["warnings"] += doc.get("warnings") or []  # every stage's
         if (tunnels := item.get("tunnels")) and "free_sphere" in record:  # the framework the working ion sees
             channel = ((tunnels.get("report") or {}).get("ions") or {}).get(self.ion) or {}

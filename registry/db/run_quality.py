@@ -9,10 +9,11 @@ generate metrics`, the end of `registry build`) may call it again: an unchanged 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from maggma.utils import grouper
 from pymatgen.core import Structure
 
 from registry.db.stores import among
@@ -29,14 +30,9 @@ CHUNK = 500  # ids per `$in`: the embedded server answers long `$in` lists slowl
 SUCCESSFUL = "successful"
 
 
-def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
-    for i in range(0, len(values), CHUNK):
-        yield list(values[i:i + CHUNK])
-
-
 def _by_id(reg: Registry, collection: str, ids: Sequence[str], fields: list[str], field: str = "registry_id",
            scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return [d for chunk in _chunks(ids) for d in reg.find(among(field, chunk, scope), collection, fields)]
+    return [d for chunk in grouper(ids, CHUNK) for d in reg.find(among(field, chunk, scope), collection, fields)]
 
 
 def _rmsd(relaxed: dict[str, Any]) -> float | None:
