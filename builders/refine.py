@@ -106,10 +106,7 @@ class RefineBuilder(StageBuilder):
 
         potential, info = checked_potential(self.potential, self.device)  # ModelCheckError: the stage stops
         structures = [Structure.from_dict(item["structure"]) for item, _ in admitted]
-        try:
-            energies = potential.energy_per_atom(structures)
-        except Exception:  # one structure breaks the batch: one by one, so that only it fails
-            energies = [_one(potential, s) for s in structures]
+        energies = potential.energy_per_atom_each(structures)  # one structure breaking the batch fails alone
         out = {}
         for (item, e_hull), energy in zip(admitted, energies, strict=True):
             if isinstance(energy, Exception) or not math.isfinite(energy):
@@ -131,9 +128,3 @@ class RefineBuilder(StageBuilder):
                 Composition(item["formula_pretty"]), energy),
             potential=info, reason=reason))
 
-
-def _one(potential: Any, structure: Structure) -> float | Exception:
-    try:
-        return potential.energy_per_atom([structure])[0]
-    except Exception as exc:
-        return exc

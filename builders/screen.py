@@ -76,18 +76,9 @@ class ScreenBuilder(StageBuilder):
         potential, info = checked_potential(self.potential, self.device)
         provenance = Provenance(builder="screen", model=potential.name, model_version=potential.version,
                                 parameters={"ions": self.ions, "free_sphere": "zeo++ (pyzeo), Shannon radii"})
-        try:
-            energies = potential.energy_per_atom([Structure.from_dict(d["structure"]) for d in items])
-        except Exception:  # one structure breaks the batch: evaluate one by one so only it fails
-            energies = [self._one(potential, d) for d in items]
+        energies = [math.nan if isinstance(e, Exception) else e  # a structure that breaks the batch fails alone
+                    for e in potential.energy_per_atom_each([Structure.from_dict(d["structure"]) for d in items])]
         return [self._doc(d, e, info, provenance) for d, e in zip(items, energies, strict=True)]
-
-    @staticmethod
-    def _one(potential: Any, item: dict) -> float:
-        try:
-            return potential.energy_per_atom([Structure.from_dict(item["structure"])])[0]
-        except Exception:
-            return math.nan
 
     def _doc(self, item: dict, energy: float, info: PotentialInfo, provenance: Provenance) -> dict:
         base = {"registry_id": item["registry_id"], "formula_pretty": item["formula_pretty"],

@@ -99,6 +99,20 @@ class Potential(ABC):
         atoms = [AseAtomsAdaptor.get_atoms(s) for s in structures]
         return [e.energy / len(a) for e, a in zip(self.evaluate(atoms), atoms, strict=True)]
 
+    def energy_per_atom_each(self, structures: Sequence[Structure]) -> list[float | Exception]:
+        """`energy_per_atom` in one batch; if the batch raises, one by one, so that only the structure that breaks
+        it fails (its exception in its place)."""
+        try:
+            return list(self.energy_per_atom(structures))
+        except Exception:
+            out: list[float | Exception] = []
+            for structure in structures:
+                try:
+                    out.append(self.energy_per_atom([structure])[0])
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, version={self.version!r}, device={self.device!r})"
 
