@@ -41,6 +41,16 @@ def server_message(exc: PyMongoError) -> str:
     return str(exc).split(", full error:")[0].split(", Timeout:")[0].split(" (configured timeouts")[0]
 
 
+def usage_error(exc: click.UsageError) -> None:
+    """A bad option or argument: one line naming the help to read (exit 1); a bare command still shows its help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        exc.exit_code = EXIT_USER_ERROR
+        raise exc
+    where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+    click.echo(f"error: {exc.format_message()}{where}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
 class RegistryGroup(click.Group):
     """Loads subcommands lazily, and turns expected failures into one line on stderr: exit code 1 for a user
     error (click's usage errors included), 2 when the database cannot be reached or fails."""
@@ -63,15 +73,13 @@ class RegistryGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USER_ERROR
-            raise
+            usage_error(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # a subcommand's bad option or argument
-            exc.exit_code = EXIT_USER_ERROR
-            raise
+            usage_error(exc)
         except DatabaseError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_DATABASE_ERROR)

@@ -122,6 +122,9 @@ def test_a_table_too_wide_for_the_terminal_becomes_one_block_per_record():
 def test_exit_codes_tell_a_mistake_from_an_unreachable_database(db_uri, tmp_path):
     unknown_option = CliRunner().invoke(cli, ["--db", db_uri, "query", "--bogus"])
     assert unknown_option.exit_code == 1
+    huge_limit = CliRunner().invoke(cli, ["--db", db_uri, "query", "{}", "--limit", "1e20"], prog_name="registry")
+    assert huge_limit.exit_code == 1 and huge_limit.stderr.splitlines() == [
+        "error: Invalid value for '--limit' / '-n': '1e20' is not a valid integer. (see: registry query --help)"]
     bad_json = CliRunner().invoke(cli, ["--db", db_uri, "query", "{oops"])
     assert bad_json.exit_code == 1 and bad_json.stderr.startswith("error: FILTER is not valid JSON")
 
