@@ -41,7 +41,8 @@ def _mp_client():
 
 @click.command("ingest")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--source", help="Source name stored in origin.source (default: the file type, e.g. csv or cif).")
+@click.option("--source", help="Dataset name stored in origin.source (default: the folder given, a CSV's or JSON's "
+              "stem, a lone CIF's folder).")
 @click.option("--kind", type=click.Choice(ORIGIN_KINDS), default="mined", show_default=True,
               help="Known structures are 'mined'; structures from a generator are 'generated'.")
 @click.option("--mp-api", "mp_api", is_flag=True, help="Query the Materials Project API (needs MP_API_KEY).")
@@ -69,8 +70,8 @@ def ingest(ctx: Context, paths: tuple[Path, ...], source: str | None, kind: str,
     ingestor = Ingestor(reg)
 
     def records() -> Iterator[Record]:
-        for path, name in iter_inputs(paths):
-            yield from read_path(path, source=source, kind=OriginKind(kind), name=name)
+        for inp in iter_inputs(paths):
+            yield from read_path(inp.path, source=source or inp.dataset, kind=OriginKind(kind), name=inp.name)
         if mp_api:
             split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
             yield from read_mp_api(_mp_client(), elements=split(elements), chemsys=split(chemsys))

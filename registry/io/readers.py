@@ -16,7 +16,7 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
@@ -112,29 +112,48 @@ def _shorten(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def iter_inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
-    """Files to read, folders expanded (sorted, so runs are reproducible), each with its name: its stem, after
-    the folders between it and the folder given (`a/sample` and `b/sample` stay two records)."""
+class Input(NamedTuple):
+    """One file to read: its name (the source id of its only record, the prefix of its others') and the dataset it
+    belongs to (the default `origin.source`, so the same id in two datasets stays two records)."""
+
+    path: Path
+    name: str
+    dataset: str
+
+
+def dataset_name(path: Path) -> str:
+    """The dataset a file given on its own belongs to: a CSV or JSON file is one (its stem); a CIF file, the folder
+    it lies in (`a/sample.cif` and `b/sample.cif` are from datasets `a` and `b`)."""
+    if _suffix(path) == ".cif":
+        return path.resolve().parent.name or "cif"
+    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def iter_inputs(paths: Iterable[Path]) -> Iterator[Input]:
+    """Files to read, folders expanded (sorted, so runs are reproducible). A folder given is the dataset of every
+    file in it, each named by its stem after the folders between it and the folder given (`a/sample`, `b/sample`)."""
     for path in paths:
         if path.is_dir():
+            dataset = path.resolve().name or "files"
             for file in sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p) in STRUCTURE_SUFFIXES):
-                yield file, file.relative_to(path).with_name(file.stem).as_posix()
+                yield Input(file, file.relative_to(path).with_name(file.stem).as_posix(), dataset)
         else:
-            yield path, path.stem
+            yield Input(path, path.stem, dataset_name(path))
 
 
 def iter_input_files(paths: Iterable[Path]) -> Iterator[Path]:
-    return (file for file, _ in iter_inputs(paths))
+    return (inp.path for inp in iter_inputs(paths))
 
 
 def read_path(path: Path, source: str | None = None, kind: OriginKind = OriginKind.mined,
               name: str | None = None) -> Iterator[Record]:
     """Records from one file, by its type. Unreadable files become one reject each. `name` (from `iter_inputs`;
-    default the file's stem) is the source id of a file's only record, the prefix of its others'."""
+    default the file's stem) is the source id of a file's only record, the prefix of its others'; `source`
+    (default the file's dataset, `dataset_name`) is their `origin.source`."""
     suffix = _suffix(path)
     readers = {".cif": read_cif, ".csv": read_csv, ".json": read_json, ".json.gz": read_json}
     name = name or path.stem
-    origin = _origin(kind, source or suffix.lstrip(".").split(".")[0] or "file", name, path)
+    origin = _origin(kind, source or dataset_name(path), name, path)
     if suffix not in readers:
         yield Record.reject(origin, f"unknown input type {suffix or '(none)'}: expected a CIF, a CSV with a cif "
                             "column, JSON of structures or entries, or a folder of them")

@@ -16,7 +16,8 @@ from schemas.structure import Origin
 
 
 def ingest(registry, *paths):
-    return Ingestor(registry).write(rec for p, name in iter_inputs(map(Path, paths)) for rec in read_path(p, name=name))
+    return Ingestor(registry).write(rec for inp in iter_inputs(map(Path, paths))
+                                    for rec in read_path(inp.path, source=inp.dataset, name=inp.name))
 
 
 def rocksalt(a: float = 4.21) -> Structure:
@@ -44,7 +45,7 @@ def test_reference_properties_are_kept_apart_from_predictions(registry, shared_d
     ingest(registry, shared_data / "mp20_sample" / "test.csv")
     doc = registry.find({"origin.source_id": "mp-1002572"})[0]
     assert doc["formula_pretty"] == "LiMnO2"
-    assert doc["origin"] == {**doc["origin"], "kind": "mined", "source": "csv", "row": doc["origin"]["row"]}
+    assert doc["origin"] == {**doc["origin"], "kind": "mined", "source": "test", "row": doc["origin"]["row"]}
     assert set(doc["reference"]) >= {"formation_energy_per_atom", "band_gap", "e_above_hull"}
     assert doc["symmetry"]["number"] > 0 and doc["elements"] == ["Li", "Mn", "O"]
 
@@ -151,36 +152,50 @@ def test_files_of_one_name_in_two_folders_are_two_records(registry, tmp_path):
     assert found == {"a/sample": "MgO", "b/sample": "MnO"}
 
 
+def test_each_input_names_its_dataset_so_equal_names_from_two_datasets_stay_two_records(registry, tmp_path):
+    """The default `origin.source` is the dataset: a lone CIF's folder, a CSV's stem (not the file type)."""
+    for folder, structure in (("a", rocksalt()), ("b", manganosite())):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "sample.cif").write_text(structure.to(fmt="cif"))
+        cif = structure.to(fmt="cif").replace('"', "")
+        (tmp_path / f"{folder}.csv").write_text(f'material_id,cif\nm-1,"{cif}"\n')
+    files = [tmp_path / "a" / "sample.cif", tmp_path / "b" / "sample.cif", tmp_path / "a.csv", tmp_path / "b.csv"]
+    assert ingest(registry, *files).ingested == 4
+    found = {(d["origin"]["source"], d["origin"]["source_id"]): d["formula_pretty"] for d in registry.find()}
+    assert found == {("a", "sample"): "MgO", ("b", "sample"): "MnO", ("a", "m-1"): "MgO", ("b", "m-1"): "MnO"}
+
+
 def test_another_input_under_the_same_id_is_kept_out_and_never_swapped_in(registry, tmp_path):
-    """`a/sample.cif` and `b/sample.cif` given as files share an id: the first stays, the second is a reject that
-    says why and what to do, in the same run or a later one; its own --source ingests it."""
+    """`x/data/sample.cif` and `y/data/sample.cif` (both of dataset `data`) share an id: the first stays, the second
+    is a reject that says why and what to do, in the same run or a later one; its own --source ingests it."""
     from click.testing import CliRunner
 
     from cli.main import cli
 
     paths = []
-    for folder, structure in (("a", rocksalt()), ("b", manganosite())):
-        (tmp_path / folder).mkdir()
-        paths.append(tmp_path / folder / "sample.cif")
+    for folder, structure in (("x", rocksalt()), ("y", manganosite())):
+        (tmp_path / folder / "data").mkdir(parents=True)
+        paths.append(tmp_path / folder / "data" / "sample.cif")
         paths[-1].write_text(structure.to(fmt="cif"))
     run = CliRunner().invoke(cli, ["--db", registry.uri, "ingest", *map(str, paths)], catch_exceptions=False)
     assert "ingested 1, updated 0, unchanged 0, rejected 1" in run.stdout
     assert "same id, another input" in run.stdout
     assert ingest(registry, paths[1]).rejected == 1
     [doc] = registry.find()
-    assert doc["formula_pretty"] == "MgO"
+    assert doc["formula_pretty"] == "MgO" and doc["origin"]["source"] == "data"
     [reject] = registry.find(collection="rejects")
     assert "--source" in reject["reason"] and reject["file"] == str(paths[1])
-    both = CliRunner().invoke(cli, ["--db", registry.uri, "ingest", str(paths[1]), "--source", "b"])
+    both = CliRunner().invoke(cli, ["--db", registry.uri, "ingest", str(paths[1]), "--source", "y"])
     assert "ingested 1" in both.stdout
     assert sorted(d["formula_pretty"] for d in registry.find()) == ["MgO", "MnO"]
 
 
-def test_two_csvs_with_one_material_id_do_not_overwrite_each_other(registry, tmp_path):
-    for name, structure in (("one.csv", rocksalt()), ("two.csv", manganosite())):
+def test_two_csvs_of_one_dataset_with_one_material_id_do_not_overwrite_each_other(registry, tmp_path):
+    for folder, structure in (("one", rocksalt()), ("two", manganosite())):
         cif = structure.to(fmt="cif").replace('"', "")
-        (tmp_path / name).write_text(f'material_id,cif\nm-1,"{cif}"\n')
-    first, second = ingest(registry, tmp_path / "one.csv"), ingest(registry, tmp_path / "two.csv")
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "rows.csv").write_text(f'material_id,cif\nm-1,"{cif}"\n')
+    first, second = ingest(registry, tmp_path / "one" / "rows.csv"), ingest(registry, tmp_path / "two" / "rows.csv")
     assert (first.ingested, second.ingested, second.rejected) == (1, 0, 1)
     assert [d["formula_pretty"] for d in registry.find()] == ["MgO"]
 
