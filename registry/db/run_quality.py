@@ -9,14 +9,11 @@ generate metrics`, the end of `registry build`) may call it again: an unchanged 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from maggma.utils import grouper
 from pymatgen.core import Structure
 
-from registry.db.stores import among
 from registry.errors import RegistryError
 from registry.science.benchmarks import e_hull_bias
 from registry.science.sun import Sample, relaxation_rmsd, tally
@@ -26,13 +23,7 @@ from schemas.generation import RunQuality
 if TYPE_CHECKING:
     from registry.db.client import Registry
 
-CHUNK = 500  # ids per `$in`: the embedded server answers long `$in` lists slowly
 SUCCESSFUL = "successful"
-
-
-def _by_id(reg: Registry, collection: str, ids: Sequence[str], fields: list[str], field: str = "registry_id",
-           scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return [d for chunk in grouper(ids, CHUNK) for d in reg.find(among(field, chunk, scope), collection, fields)]
 
 
 def _rmsd(relaxed: dict[str, Any]) -> float | None:
@@ -47,16 +38,18 @@ def samples(reg: Registry, run_id: str) -> tuple[list[Sample], dict[str, Any]]:
     ids = sorted(d["registry_id"] for d in reg.find({"origin.run_id": run_id}, fields=["registry_id"]))
     rejects = {d["source_id"] for d in reg.find({"source_id": {"$regex": f"^{re.escape(run_id)}:"}}, "rejects",
                                                 ["source_id"])}
-    validated = {m: d for d in _by_id(reg, "validated", ids, ["registry_id", "members", "state", "valid", "checks",
-                                                                 "novel", "formula_known"], field="members")
+    validated = {m: d for d in reg.find_among("members", ids, "validated", ["registry_id", "members", "state",
+                                                                          "valid", "checks", "novel", "formula_known"])
                  for m in d.get("members", [])}
     compared = sorted({d["registry_id"] for d in validated.values() if d["state"] == SUCCESSFUL and d.get("valid")})
-    relaxed = {d["registry_id"]: d for d in _by_id(reg, "relaxed", compared, ["registry_id", "state", "structure",
-                                                                                "input_structure", "potential"])}
-    predict_failed = {d["registry_id"] for d in _by_id(reg, "predicted", compared, ["registry_id"],
-                                                       scope={"state": "failed"})}
-    stability = {d["registry_id"]: d for d in _by_id(reg, "stability", compared, ["registry_id", "state",
-                                                                                    "e_above_hull", "reference_sets"])}
+
+    def by_id(collection: str, fields: list[str], scope: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        return {d["registry_id"]: d for d in reg.find_among("registry_id", compared, collection,
+                                                            ["registry_id", *fields], scope)}
+
+    relaxed = by_id("relaxed", ["state", "structure", "input_structure", "potential"])
+    predict_failed = set(by_id("predicted", [], scope={"state": "failed"}))
+    stability = by_id("stability", ["state", "e_above_hull", "reference_sets"])
     rmsd = {rid: _rmsd(d) for rid, d in relaxed.items()}
 
     out = [Sample(parsed=False) for _ in rejects]

@@ -103,8 +103,7 @@ def select_for_export(reg: Registry, collection: str = "candidates", query: dict
             ids = sorted(set(reg.collection("candidates").distinct("registry_id", query)))
     if ids is not None:
         source = "relaxed"
-        docs = {d["registry_id"]: d for d in reg.find({"registry_id": {"$in": ids}}, collection=source,
-                                                        fields=fields)}
+        docs = {d["registry_id"]: d for d in reg.find_among("registry_id", ids, source, fields)}
     else:
         source = collection
         docs = {d["registry_id"]: d for d in reg.find(query, collection=source, fields=fields)}
@@ -135,8 +134,8 @@ def export_inputs(reg: Registry, selection: Selection, out: Path, force: bool = 
         except ValueError as exc:  # JSONDecodeError included
             raise RegistryError(f"cannot merge into {manifest_path}: {exc}") from None
     items = selection.items
-    origins = {d["registry_id"]: d for d in reg.find({"registry_id": {"$in": [i.registry_id for i in items]}},
-                                                     fields=["registry_id", "content_hash", "origin"])}
+    origins = {d["registry_id"]: d for d in reg.find_among("registry_id", [i.registry_id for i in items],
+                                                           fields=["registry_id", "content_hash", "origin"])}
     report = ExportReport(out, skipped=dict(selection.skipped))
     entries: list[dict[str, Any]] = []
     for item in items:

@@ -216,7 +216,7 @@ def _member_documents(reg: Registry, ids: list[str]) -> dict[str, dict[str, list
     out: dict[str, dict[str, list[dict[str, Any]]]] = {rid: {} for rid in ids}
     for collection in BUNDLED:
         key = COLLECTIONS[collection].key
-        for doc in reg.find({"registry_id": {"$in": ids}}, collection=collection, sort=[(key, 1)]):
+        for doc in sorted(reg.find_among("registry_id", ids, collection), key=lambda d: d[key]):
             out[doc["registry_id"]].setdefault(collection, []).append(_content(doc))
     return out
 
@@ -552,7 +552,7 @@ def import_bundle(reg: Registry, path: str | Path, *, set_name: str | None = Non
     for collection, docs in bundle.documents.items():
         key = COLLECTIONS[collection].key
         coll = reg.collection(collection)
-        stored = {d[key]: d for d in coll.find({key: {"$in": [d[key] for d in docs]}})}
+        stored = {d[key]: d for d in reg.find_among(key, [d[key] for d in docs], collection)}
         ops = []
         for doc in docs:
             local = stored.get(doc[key])

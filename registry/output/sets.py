@@ -203,8 +203,7 @@ def _commit(sets: type[CandidateSet], current: CandidateSet, members: list[SetMe
 def _unknown_ids(reg: Registry, ids: Iterable[str], candidate_set: CandidateSet) -> str:
     """Why these ids cannot be added, in one line: unranked for the set's preset and ion, or not in the registry."""
     ids = sorted(ids)
-    known = {d["registry_id"] for d in reg.find({"registry_id": {"$in": ids}}, collection="validated",
-                                                fields=["registry_id"])}
+    known = {d["registry_id"] for d in reg.find_among("registry_id", ids, "validated", ["registry_id"])}
     parts = []
     if unranked := [i for i in ids if i in known]:
         parts.append(f"not ranked under preset {candidate_set.preset!r} for {candidate_set.ion} "
@@ -230,8 +229,8 @@ def add_members(reg: Registry, name: str, ids: Iterable[str], *, note: str | Non
         if renote and note is None:
             raise RegistryError(f"already in set {name!r}: {', '.join(renote)} (give --note to change a note)")
         new = [i for i in ids if i not in present]
-        found = {d["registry_id"]: d for d in reg.find(
-            {"registry_id": {"$in": new}, "preset": current.preset, "ion": current.ion}, collection="candidates")}
+        found = {d["registry_id"]: d for d in reg.find_among(
+            "registry_id", new, "candidates", scope={"preset": current.preset, "ion": current.ion})}
         if unknown := [i for i in new if i not in found]:
             raise RegistryError(f"cannot add to {name!r}: {_unknown_ids(reg, unknown, current)}")
         now = datetime.now(UTC)
