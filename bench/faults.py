@@ -1,7 +1,7 @@
 """What was tried against the registry, and what held: kill -9 during builds, failed commands, the database
 stopped mid-command, two builds of one stage at once.
 
-    python bench/faults.py [--chains 5] [--points 4] [--seed 0]
+    python bench/faults.py [--chains 5] [--points 4] [--seed 0] [--acknowledged 2000] [--skip-kills]
 
 Uses the same harness as tests/reliability (each check here is asserted there):
 
@@ -12,7 +12,10 @@ Uses the same harness as tests/reliability (each check here is asserted there):
 2. failCommand (SecantusDB's failpoint, with --enable-test-commands) on `registry build validate` of 150 MP-20
    structures: whether pymongo retried it, else the exit code and error lines; whether what was written is complete
    and part of the final result; whether a re-run ends as the uninterrupted run.
-3. The database stopped (SIGTERM) or killed (SIGKILL) under a running `build validate`.
+3. The database stopped (SIGTERM) or killed (SIGKILL) under a running `build validate`; and --acknowledged single
+   inserts, each acknowledged before the next is sent, then the server killed (SIGKILL): how many are still there
+   after a restart, for the registry's embedded server (started with --sync-on-commit) and for `secantusd-py`
+   without that flag.
 4. Two `build validate` processes at once: documents processed in all (duplicated work), keys twice, final state.
 """
 
@@ -27,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pymongo
 from rich.console import Console
 from rich.table import Table
 
@@ -169,6 +173,43 @@ def stopped(source_uri: str, folder: Path) -> Table:
     return table
 
 
+def _insert_then_kill(uri: str, n: int, kill) -> None:
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    for i in range(n):
+        client.durable.docs.insert_one({"i": i})  # acknowledged before the next is sent
+    kill()
+    client.close()
+
+
+def _count(uri: str) -> int:
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        return client.durable.docs.count_documents({})
+
+
+def acknowledged(folder: Path, n: int) -> Table:
+    table = Table("server", "acknowledged inserts", "there after restart", "lost",
+                  title=f"{n} acknowledged single inserts, then SIGKILL of the database server")
+    server = EmbeddedServer(folder / "home-durable")
+    try:
+        _insert_then_kill(server.ensure_running(auth=False).uri, n,
+                          lambda: os.kill(server.status().pid, signal.SIGKILL))
+        time.sleep(0.5)
+        kept = _count(server.ensure_running(auth=False).uri)
+    finally:
+        server.stop()
+    table.add_row("the registry's embedded server (--sync-on-commit)", str(n), str(kept), str(n - kept))
+    daemon = start_daemon(folder / "no-sync")
+    try:
+        _insert_then_kill(daemon.uri, n, daemon.proc.kill)
+        daemon.proc.wait(30)
+        daemon = start_daemon(folder / "no-sync", port=daemon.port)
+        kept = _count(daemon.uri)
+    finally:
+        daemon.stop()
+    table.add_row("secantusd-py without --sync-on-commit", str(n), str(kept), str(n - kept))
+    return table
+
+
 def concurrent(server_uri: str) -> Table:
     ref = fresh(server_uri, mp20_records(150))
     assert run_cli("--db", ref.uri, *VALIDATE_ARGS, env=cli_env()).returncode == 0
@@ -195,6 +236,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=5)
     parser.add_argument("--points", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--acknowledged", type=int, default=2000, help="Single inserts before the server is killed.")
     parser.add_argument("--skip-kills", action="store_true", help="Only the faster parts 2-4.")
     args = parser.parse_args()
     console = Console(width=150)
@@ -206,6 +248,7 @@ def main() -> None:
                 console.print(kills(uri, args.chains, args.points, args.seed))
             console.print(failpoints(uri, Path(folder)))
             console.print(stopped(uri, Path(folder)))
+            console.print(acknowledged(Path(folder), args.acknowledged))
             console.print(concurrent(uri))
         finally:
             server.stop()

@@ -66,20 +66,21 @@ def test_kill_9_during_validate_then_rerun_ends_as_an_uninterrupted_run(server, 
 
 
 def test_kill_9_anywhere_in_the_chain_then_rerun_ends_as_an_uninterrupted_run(server, tiny_chain, chain_reference):
-    """20 kill points over 5 chains (fixed seeds), each chain resuming what the one before left."""
+    """9 kill points over 3 chains (fixed seeds), each run resuming what the one before left (bench/faults.py
+    runs 5 chains of 4 by default, and prints where each kill landed)."""
     reference, durations = chain_reference
     landed = []
-    for seed in range(5):
+    for seed in range(3):
         reg = fresh(server.uri, tiny_chain)
         try:
-            trial = run_with_kills(("--db", reg.uri, *BUILD_ALL), kill_points(durations, 4, seed=seed), cli_env())
+            trial = run_with_kills(("--db", reg.uri, *BUILD_ALL), kill_points(durations, 3, seed=seed), cli_env())
             landed += [r.landed for r in trial.runs]
             assert trial.final_returncode == 0
             assert_consistent(reg)
             assert differences(snapshot(reg), reference) == [], f"seed {seed}: {trial.runs}"
         finally:
             reg.client.drop_database(reg.database)
-    assert len(set(landed) - {"finished"}) >= 4, landed
+    assert len(set(landed) - {"finished"}) >= 3, landed
 
 
 # --- the database stops under a running command ---
