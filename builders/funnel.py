@@ -13,7 +13,7 @@ from typing import Any
 from maggma.core import Store
 
 from builders.stage import StageBuilder
-from registry.db.stores import among
+from registry.db.stores import query_among
 from registry.science.criteria import PREFILTER_FLAGS, get_preset, judge
 from schemas.base import to_mongo
 from schemas.funnel import FunnelDoc
@@ -59,8 +59,8 @@ class FunnelBuilder(StageBuilder):
     def context(self, groups: list[dict]) -> None:
         """Whether each structure is inside the preset's prefilter (or the build's scope)."""
         ids = [g["group"] for g in groups]
-        inside = {d["registry_id"] for d in self.validated.query(
-            criteria={"$and": [among("registry_id", ids), self._scope()]}, properties=["registry_id"])}
+        inside = {d["registry_id"] for d in query_among(self.validated, "registry_id", ids, self._scope(),
+                                                        ["registry_id"])}
         for g in groups:
             g["in_scope"] = g["group"] in inside
 

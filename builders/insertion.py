@@ -19,7 +19,7 @@ from pymatgen.core import Structure
 
 from builders.stage import StageBuilder
 from registry.db.known import KnownCompounds
-from registry.db.stores import among, naive_utc
+from registry.db.stores import naive_utc, query_among
 from registry.science.channels import DEFAULT_IONS, working_ion
 from registry.science.hull import subsystems
 from registry.science.insertion import InsertionSettings, IonInsertion, insert
@@ -78,8 +78,8 @@ class InsertionBuilder(StageBuilder):
         """The known compounds of each framework's systems with each ion, and the ions its insertion document
         already has when that document was built from the same inputs."""
         ids = [g["group"] for g in groups]
-        previous = {} if self.force else {d["registry_id"]: d for d in self.insertion.query(
-            among("registry_id", ids), properties=["registry_id", "sources_updated", "ions", "skipped_ions"])}
+        previous = {} if self.force else {d["registry_id"]: d for d in query_among(
+            self.insertion, "registry_id", ids, properties=["registry_id", "sources_updated", "ions", "skipped_ions"])}
         systems = {g["group"]: self._systems(g["docs"][0]["chemsys"]) for g in groups}
         wanted = sorted({s for chemsys in systems.values() for c in chemsys for s in subsystems(c)})
         references = self.known.entries(wanted)

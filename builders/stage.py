@@ -18,8 +18,11 @@ redone. `--force` rebuilds everything in scope, in `get_items` and in `prechunk`
 
 **A no-op build costs a few indexed reads**: a stage that completed records when it started and how many
 documents each store it reads held (collection `build_records`); the next build with the same parameters and
-scope first asks each of those stores for one document changed since then (an indexed `last_updated` range) and
-compares the counts (a deletion), and only when something changed reads every key and timestamp to find what.
+scope first asks each of those stores for one document changed since then (the target: since that build finished;
+an indexed `last_updated` range) and compares the counts (a deletion), and only when something changed reads every
+key and timestamp to find what. A change is seen by its `last_updated`, as maggma's incremental builds see it; a
+write stamped before the last build started (a document copied in with its old timestamp) is seen only when it
+changes a count, else with `--force`.
 
 **Failure** is handled here: an exception while building a group becomes a failed document for each of its source
 documents (the `StageDoc` envelope with the reason), and the stage goes on. A `RegistryError` (a refused model, an
@@ -39,7 +42,7 @@ from typing import Any, ClassVar
 from maggma.core import Builder, Store
 from maggma.utils import grouper
 
-from registry.db.stores import among, naive_utc
+from registry.db.stores import among, naive_utc, query_among
 from registry.errors import RegistryError
 from schemas.base import to_mongo
 from schemas.stage import Provenance, StageDoc, State
@@ -210,9 +213,8 @@ class StageBuilder(Builder):
             return groups
         order: dict[str, Any] = {}
         fields = [self.gate.key, *([self.order_by] if self.order_by else [])]
-        for chunk in grouper(groups, 10_000):
-            for d in self.gate.query(criteria=among(self.gate.key, chunk, self.gate_query), properties=fields):
-                order[d[self.gate.key]] = d.get(self.order_by) if self.order_by else None
+        for d in query_among(self.gate, self.gate.key, groups, self.gate_query, fields):
+            order[d[self.gate.key]] = d.get(self.order_by) if self.order_by else None
         kept = [g for g in groups if g in order]
         self.gated = len(groups) - len(kept)
         if self.order_by:
@@ -252,10 +254,10 @@ class StageBuilder(Builder):
         for chunk in grouper(groups, max(self.chunk_size, self.batch_size)):
             chunk = list(chunk)
             docs: dict[str, list[dict]] = {g: [] for g in chunk}
-            for d in self.source.query(criteria=among(field, chunk, self.query), properties=fields):
+            for d in query_among(self.source, field, chunk, self.query, fields):
                 docs[d[field]].append(d)
-            joined = {store.collection_name: {d[self.group_field]: d for d in store.query(
-                criteria=among(self.group_field, chunk, self.input_scope(store)))} for store in self.inputs}
+            joined = {store.collection_name: {d[self.group_field]: d for d in query_among(
+                store, self.group_field, chunk, self.input_scope(store))} for store in self.inputs}
             items = [{"group": g, "docs": sorted(docs[g], key=lambda d: d[self.source.key]),
                       "inputs": {name: by_key.get(g) for name, by_key in joined.items()},
                       "sources_updated": self._sources_updated(g, docs[g], joined)} for g in chunk]
@@ -288,8 +290,9 @@ class StageBuilder(Builder):
         record = self._records().find_one({"build_id": self._build_id()})
         if record is None or record.get("counts") != self._counts():
             return None
-        since = record["started_at"]
         for store in self._read_stores():
+            # the target changes during the build itself: only a change after it finished counts there
+            since = record["finished_at"] if store is self.target else record["started_at"]
             if store._collection.find_one({store.last_updated_field: {"$gt": since}}, {"_id": 1}) is not None:
                 return None
         return record
@@ -361,8 +364,8 @@ class StageBuilder(Builder):
         groups = [g for item in items for g in item["groups"]]
         if not groups:
             return
-        stored = {d[key]: d for d in self.target.query(
-            criteria=among(tgroup, groups, self.target_scope()), properties=[key, "content_hash", "last_updated"])}
+        stored = {d[key]: d for d in query_among(self.target, tgroup, groups, self.target_scope(),
+                                                 [key, "content_hash", "last_updated"])}
         now = datetime.now(UTC)
         for d in docs:
             d["content_hash"] = content_hash(d)

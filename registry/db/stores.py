@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from maggma.core import Store
 from maggma.stores import MongoStore
 from pydantic import BaseModel
 
@@ -87,6 +88,14 @@ def among(field: str, values: Iterable[Any], scope: Mapping[str, Any] | None = N
     if field in scope:  # the scope's own condition on the field must hold as well
         return {"$and": [clause, scope]}
     return {**clause, **scope}
+
+
+def query_among(store: Store, field: str, values: Iterable[Any], scope: Mapping[str, Any] | None = None,
+                properties: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """`store.query` of the documents whose `field` is one of `values` (within `scope`), `IN_CHUNK` keys per query."""
+    values = list(values)
+    for i in range(0, len(values), IN_CHUNK):
+        yield from store.query(criteria=among(field, values[i:i + IN_CHUNK], scope), properties=properties)
 
 
 class RegistryStore(MongoStore):

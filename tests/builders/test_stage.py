@@ -3,9 +3,11 @@ and what a distributed run with --force does."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from monty.json import MontyDecoder
 
 from builders.run import run_builder
@@ -57,10 +59,10 @@ def test_only_what_changed_is_rebuilt_and_an_unchanged_rebuild_keeps_its_timesta
     assert run(registry).processed == 2
     assert run(registry).processed == 0
     first = squares(registry)
-    # n0 is touched but its content stays the same; n1 gets a new value
-    registry.collection("numbers").update_one({"registry_id": "n0"}, {"$set": {"last_updated": T0 + timedelta(1)}})
+    # n0 is touched but its content stays the same; n1 gets a new value (writers stamp the time they write)
+    registry.collection("numbers").update_one({"registry_id": "n0"}, {"$set": {"last_updated": datetime.now(UTC)}})
     registry.collection("numbers").update_one({"registry_id": "n1"},
-                                              {"$set": {"x": 4, "last_updated": T0 + timedelta(1)}})
+                                              {"$set": {"x": 4, "last_updated": datetime.now(UTC)}})
     report = run(registry)
     assert (report.processed, report.skipped) == (2, 0)
     now = squares(registry)
@@ -110,3 +112,53 @@ def test_the_content_hash_ignores_float_noise_but_not_a_change():
     noisy = {**doc, "energy_per_atom": -7.123456789000002, "frac_coords": [-1e-16, 0.25000000000001]}
     assert content_hash(doc) == content_hash(noisy)
     assert content_hash(doc) != content_hash({**doc, "energy_per_atom": -7.1235})
+
+
+class Counted(Squares):
+    """Squares that counts the items it has handed out when its first chunk is written."""
+
+    pulled = 0
+    pulled_at_first_write: int | None = None
+
+    def get_items(self):
+        for item in super().get_items():
+            Counted.pulled += 1
+            yield item
+
+    def update_targets(self, items: list[dict]) -> None:
+        if Counted.pulled_at_first_write is None:
+            Counted.pulled_at_first_write = Counted.pulled
+        super().update_targets(items)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_items_stream_to_the_writer_a_chunk_at_a_time(registry, workers):
+    """Memory holds a chunk of a stage's work, not all of it: 200 items, the first chunk of 10 written before
+    more than a chunk and the pool's window were read."""
+    setup(registry, *range(200))
+    Counted.pulled, Counted.pulled_at_first_write = 0, None
+    report = run_builder(Counted(*setup_stores(registry), chunk_size=10), "squares", workers=workers, progress=False)
+    assert report.processed == 200 and Counted.pulled == 200
+    assert Counted.pulled_at_first_write <= 10 + 2 * workers
+
+
+def test_a_build_with_nothing_changed_reads_no_keys_until_something_does(registry, monkeypatch):
+    """The build record: the next build asks each store for one changed document and compares counts; only a
+    change (an update, a deletion) makes it read every key and timestamp."""
+    setup(registry, 2, 3, 4)
+    assert run(registry).processed == 3
+    full_checks = []
+    check = Squares.stale_groups
+    monkeypatch.setattr(Squares, "stale_groups", lambda self: full_checks.append(1) or check(self))
+    assert (run(registry).processed, len(full_checks)) == (0, 0)
+
+    registry.collection("numbers").update_one({"registry_id": "n1"}, {"$set": {"x": 5, "last_updated":
+                                                                                datetime.now(UTC)}})
+    time.sleep(1.1)  # a build record keeps a second of margin before its start (writers' clocks)
+    assert (run(registry).processed, len(full_checks)) == (1, 1)
+    assert squares(registry)["n1"]["square"] == 25
+    assert (run(registry).processed, len(full_checks)) == (0, 1)
+
+    registry.collection("numbers").delete_one({"registry_id": "n2"})
+    run(registry)
+    assert len(full_checks) == 2 and set(squares(registry)) == {"n0", "n1"}
