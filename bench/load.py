@@ -8,8 +8,9 @@ ranked collection, not its values). N client threads then run the registry's mai
 --seconds while one writer thread upserts structures by key without pause (as ingest and the builders do), and
 the table gives p50/p99 latency per query and total queries/s. The same runs follow with every secondary index
 dropped (the unique keys stay: without them upserts would scan). Last, each index is dropped alone and its own
-query shape timed with 4 clients (the value of that index), and a compound index the catalogue lacks is tried on
-the ranked query. Every shape is measured at least twice per client however slow it is.
+query shape timed with 4 clients (the value of that index); and 2,000 structures are read by key with one `$in`
+and in chunks of 100 keys (`Registry.find_among`). Every shape is measured at least twice per client however slow
+it is.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from math import ceil
 from pathlib import Path
 
 from pymongo import ASCENDING, ReplaceOne
@@ -32,7 +34,7 @@ from rich.table import Table
 from builders.rank import order_candidates
 from registry.db.client import Registry
 from registry.db.server import EmbeddedServer
-from registry.db.stores import COLLECTIONS
+from registry.db.stores import COLLECTIONS, IN_CHUNK
 from registry.io.ingest import Ingestor
 from registry.io.readers import read_csv
 
@@ -169,6 +171,20 @@ def drop_secondary(reg: Registry, names: list[str]) -> list[tuple[str, str]]:
     return dropped
 
 
+def in_lists(reg: Registry, sample: dict, n: int = 2000) -> Table:
+    """The same documents by key: one `$in` of n keys, and `Registry.find_among`'s chunks of IN_CHUNK keys."""
+    ids = random.Random(1).sample(sample["ids"], n)
+    table = Table("read", "queries", "documents", "seconds", title=f"{n} structures by registry_id (no writer)")
+    for label, read in ((f"one $in of {n} keys", lambda: reg.find({"registry_id": {"$in": ids}}, fields=["registry_id"])),
+                        (f"find_among: {IN_CHUNK} keys per $in", lambda: reg.find_among("registry_id", ids,
+                                                                                      fields=["registry_id"]))):
+        t = time.perf_counter()
+        docs = read()
+        table.add_row(label, str(ceil(n / IN_CHUNK)) if "among" in label else "1", str(len(docs)),
+                      f"{time.perf_counter() - t:.2f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=10_000)
@@ -219,6 +235,7 @@ def main() -> None:
                 per_index.add_row(f"{shape.collection}.{shape.index}", shape.name, ms(a, 50), ms(b, 50), ms(a, 99),
                                   ms(b, 99), f"{percentile(b, 50) / percentile(a, 50):.1f}")
             console.print(per_index)
+            console.print(in_lists(reg, sample))
         finally:
             server.stop()
 
