@@ -47,8 +47,8 @@ def replicate(reg: Registry, copies: int) -> None:
         docs = list(coll.find({"registry_id": {"$not": {"$regex": "~"}}}, {"_id": 0}))
         if not docs:
             continue
+        batch = []
         for k in range(max(1, coll.count_documents({}) // len(docs)), copies):
-            batch = []
             for d in docs:
                 c = dict(d)
                 c["registry_id"] = f"{d['registry_id']}~{k}"
@@ -57,6 +57,10 @@ def replicate(reg: Registry, copies: int) -> None:
                 if name == "validated":
                     c["members"] = [f"{m}~{k}" for m in d["members"]]
                 batch.append(c)
+            if len(batch) >= 5000:  # one command per batch: each costs ~40 ms on the embedded server
+                coll.insert_many(batch, ordered=False)
+                batch = []
+        if batch:
             coll.insert_many(batch, ordered=False)
         assert coll.count_documents({}) == len(docs) * copies, name
 
