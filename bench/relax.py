@@ -52,7 +52,11 @@ def sample_structures(n: int, perturb: float, seed: int) -> list[Structure]:
 
 
 class PeakRSS:
-    """Peak resident memory of this process and its children, sampled every 0.1 s."""
+    """Peak resident memory of this process and its children (but `exclude`: a database server it started),
+    sampled every 0.1 s."""
+
+    def __init__(self, exclude: tuple[int, ...] = ()):
+        self.exclude = set(exclude)
 
     def __enter__(self) -> PeakRSS:
         self.peak, self._stop = 0, threading.Event()
@@ -64,7 +68,7 @@ class PeakRSS:
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0
-            for p in [me, *me.children(recursive=True)]:
+            for p in [me, *(c for c in me.children(recursive=True) if c.pid not in self.exclude)]:
                 with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
             self.peak = max(self.peak, total)

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from builders.chain import BuildOptions, make_builder
 from builders.run import run_builder
@@ -57,7 +57,7 @@ def test_rank_is_incremental_per_preset_and_ion(registry):
     insert(registry, stage_docs("a"), stage_docs("b"))
     assert rank(registry).processed == 2
     assert rank(registry).processed == 0
-    insert(registry, {"stability": stage_docs("a", e_hull=0.5, when=NOW + timedelta(seconds=5))["stability"]})
+    insert(registry, {"stability": stage_docs("a", e_hull=0.5, when=datetime.now(UTC))["stability"]})
     assert rank(registry).processed == 1
     [a] = registry.find({"registry_id": "a", "preset": "tunnel"}, collection="candidates")
     assert not a["passed"]
@@ -98,7 +98,7 @@ def test_insertion_values_order_candidates_and_a_new_ion_reranks(registry):
     assert docs["host"]["score"] > max(docs["bare"]["score"], docs["overvolted"]["score"])
 
     # the insertion stage added an ion to "bare" (new content, so a new last_updated): only it is ranked again
-    insert(registry, insertion_doc("bare", 1.5, 120.0, 0.02, when=NOW + timedelta(seconds=5)))
+    insert(registry, insertion_doc("bare", 1.5, 120.0, 0.02, when=datetime.now(UTC)))
     assert rank(registry).processed == 1
     [bare] = registry.find({"registry_id": "bare", "preset": "tunnel"}, collection="candidates")
     assert bare["values"]["capacity_grav"] == {"Mg": 120.0} and bare["score"] > docs["bare"]["score"]
@@ -115,7 +115,7 @@ def test_the_best_candidates_are_an_indexed_range_on_their_rank(registry):
     assert fails["rank"] == 3 and not fails["passed"]  # a failing candidate comes after every passing one
     # a change of score moves the order without touching last_updated of the others
     [before] = registry.find({"registry_id": "better"}, collection="candidates")
-    insert(registry, stage_docs("good", e_hull=0.0, when=NOW + timedelta(seconds=5)))
+    insert(registry, stage_docs("good", e_hull=0.0, when=datetime.now(UTC)))
     rank(registry)
     assert [d["registry_id"] for d in registry.top_candidates("tunnel", "Mg", 2)] == ["good", "better"]
     [after] = registry.find({"registry_id": "better"}, collection="candidates")
