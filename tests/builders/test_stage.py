@@ -133,12 +133,12 @@ class Counted(Squares):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_items_stream_to_the_writer_a_chunk_at_a_time(registry, workers):
-    """Memory holds a chunk of a stage's work, not all of it: 200 items, the first chunk of 10 written before
+    """Memory holds a chunk of a stage's work, not all of it: 60 items, the first chunk of 10 written before
     more than a chunk and the pool's window were read."""
-    setup(registry, *range(200))
+    setup(registry, *range(60))
     Counted.pulled, Counted.pulled_at_first_write = 0, None
     report = run_builder(Counted(*setup_stores(registry), chunk_size=10), "squares", workers=workers, progress=False)
-    assert report.processed == 200 and Counted.pulled == 200
+    assert report.processed == 60 and Counted.pulled == 60
     assert Counted.pulled_at_first_write <= 10 + 2 * workers
 
 
