@@ -243,6 +243,7 @@ class StageBuilder(Builder):
         if (record := self._unchanged_since_last_build()) is not None:
             self.n_groups, self.skipped, self.gated, self.total = record["n_groups"], record["skipped"], record["gated"], 0
             self.logger.info(f"{type(self).__name__}: nothing changed since {record['started_at']}")
+            self._started = None  # the record stands as it is: nothing changed since it was made
             return
         stale = self.stale_groups()
         groups = self._admit(stale)
