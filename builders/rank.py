@@ -13,7 +13,7 @@ from maggma.core import Store
 from pymongo import UpdateOne
 
 from builders.stage import StageBuilder
-from registry.db.stores import among
+from registry.db.stores import RANKED, among
 from registry.science.criteria import get_preset, judge
 from schemas.base import to_mongo
 from schemas.candidate import CandidateDoc, CandidateValues
@@ -77,7 +77,11 @@ class RankBuilder(StageBuilder):
         return to_mongo(doc)
 
     def finalize(self) -> None:
-        """Candidates whose structure left the predicted stage are removed; the ranks are brought up to date."""
+        """Candidates whose structure left the predicted stage are removed; the ranks are brought up to date (a
+        build that found nothing changed leaves both as they are)."""
+        if getattr(self, "unchanged", False):
+            super().finalize()
+            return
         ids = set(self.predicted.distinct("registry_id", {"state": State.successful.value}))
         have = set(self.candidates.distinct("registry_id", self.target_scope()))
         gone = list(have - ids)
@@ -88,12 +92,15 @@ class RankBuilder(StageBuilder):
 
 
 def order_candidates(candidates: Store, scope: dict) -> None:
-    """Write each candidate's `rank` (1 = best: passed first, then by score) within `scope` (a preset and ion), so
-    "the best N" is an indexed range `{"rank": {"$lte": N}}`: the embedded server sorts without an index, which cost
-    about a second at 10,000 candidates (bench/load.py). `last_updated` is left alone: an order is no content."""
+    """Write the `rank` of the best `RANKED` candidates within `scope` (a preset and ion; 1 = best: passed first,
+    then by score), so "the best N" is an indexed range `{"rank": {"$lte": N}}`: the embedded server sorts without
+    an index, which cost about a second at 10,000 candidates (bench/load.py). Only the top is ranked, so a change
+    rewrites at most `RANKED` ranks, not one per candidate. `last_updated` is left alone: an order is no content."""
     key = candidates.key
     docs = list(candidates.query(criteria=scope, properties=[key, "passed", "score", "rank"]))
     docs.sort(key=lambda d: (not d.get("passed"), -(d.get("score") or 0.0), d[key]))
-    ops = [UpdateOne({key: d[key]}, {"$set": {"rank": n}}) for n, d in enumerate(docs, start=1) if d.get("rank") != n]
+    ops = [UpdateOne({key: d[key]}, {"$set": {"rank": n}}) for n, d in enumerate(docs[:RANKED], start=1)
+           if d.get("rank") != n]
+    ops += [UpdateOne({key: d[key]}, {"$unset": {"rank": ""}}) for d in docs[RANKED:] if d.get("rank") is not None]
     for i in range(0, len(ops), 5000):
         candidates._collection.bulk_write(ops[i:i + 5000], ordered=False)

@@ -244,7 +244,9 @@ class StageBuilder(Builder):
             self.n_groups, self.skipped, self.gated, self.total = record["n_groups"], record["skipped"], record["gated"], 0
             self.logger.info(f"{type(self).__name__}: nothing changed since {record['started_at']}")
             self._started = None  # the record stands as it is: nothing changed since it was made
+            self.unchanged = True
             return
+        self.unchanged = False
         stale = self.stale_groups()
         groups = self._admit(stale)
         self.total = ceil(len(groups) / self.batch_size)

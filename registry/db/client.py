@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 
 from registry.db.config import Settings, check_uri, database_name, redact
 from registry.db.server import EmbeddedServer
-from registry.db.stores import COLLECTIONS, IN_CHUNK, RegistryStore, among, make_store
+from registry.db.stores import COLLECTIONS, IN_CHUNK, RANKED, RegistryStore, among, make_store
 from registry.errors import DatabaseUnavailable, RegistryError
 
 
@@ -113,7 +113,11 @@ class Registry:
 
     def top_candidates(self, preset: str, ion: str, n: int = 10, fields: list[str] | None = None) -> list[dict[str, Any]]:
         """The best `n` candidates of a preset and working ion, best first: an indexed range on the `rank` the rank
-        stage writes (a sort by score would be done in memory by the embedded server)."""
+        stage writes for its best `RANKED` (a sort by score is done in memory by the embedded server, the way
+        beyond them)."""
+        if n > RANKED:
+            return self.find({"preset": preset, "ion": ion}, collection="candidates", fields=fields,
+                             sort=[("passed", -1), ("score", -1), ("candidate_id", 1)], limit=n)
         rows = self.find({"rank": {"$lte": n}, "preset": preset, "ion": ion}, collection="candidates",
                          fields=[*fields, "rank"] if fields else None)
         return sorted(rows, key=lambda d: d["rank"])

@@ -73,6 +73,7 @@ COLLECTIONS: dict[str, Collection] = {
 }
 
 
+RANKED = 1000  # candidates per preset and ion that carry a `rank` (builders/rank.py), so that few are rewritten
 IN_CHUNK = 100  # keys per `$in`: SecantusDB answers 2,000 keys in 4.0 s, 20 chunks of 100 in 0.37 s (docs/database.md)
 
 

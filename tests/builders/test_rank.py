@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+import builders.rank as rank_module
+import registry.db.client as client_module
 from builders.chain import BuildOptions, make_builder
 from builders.run import run_builder
 from schemas.candidate import CandidateValues
@@ -120,6 +122,21 @@ def test_the_best_candidates_are_an_indexed_range_on_their_rank(registry):
     assert [d["registry_id"] for d in registry.top_candidates("tunnel", "Mg", 2)] == ["good", "better"]
     [after] = registry.find({"registry_id": "better"}, collection="candidates")
     assert after["rank"] == 2 and after["last_updated"] == before["last_updated"]
+
+
+def test_only_the_best_carry_a_rank_and_a_longer_list_is_sorted_by_score(registry, monkeypatch):
+    """A change rewrites at most RANKED ranks, however many candidates there are."""
+    monkeypatch.setattr(rank_module, "RANKED", 2)
+    monkeypatch.setattr(client_module, "RANKED", 2)
+    insert(registry, stage_docs("good", e_hull=0.05), stage_docs("better", e_hull=0.02), stage_docs("fails", admits=False))
+    rank(registry)
+    ranks = {d["registry_id"]: d.get("rank") for d in registry.find(collection="candidates")}
+    assert ranks == {"better": 1, "good": 2, "fails": None}
+    assert [d["registry_id"] for d in registry.top_candidates("tunnel", "Mg", 3)] == ["better", "good", "fails"]
+    insert(registry, stage_docs("fails", e_hull=0.0, when=datetime.now(UTC)))  # now passes, and first
+    rank(registry)
+    ranks = {d["registry_id"]: d.get("rank") for d in registry.find(collection="candidates")}
+    assert ranks == {"fails": 1, "better": 2, "good": None}
 
 
 def test_a_candidates_free_sphere_is_that_of_the_framework_its_ion_sees(registry):
