@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     # every stage on every structure: the channel screen would hold back the dense oxides before relaxing
     options = BuildOptions(steps=args.steps, scope={}, channel_margin=float("inf"))
+    console = Console()
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home))
         try:
@@ -94,8 +95,12 @@ def main() -> None:
                 t = time.perf_counter()
                 [report] = build(reg, stage, options, progress=False)
                 rows.append((stage, report.processed, report.failed, time.perf_counter() - t))
-            noop = []
-            for size in args.noop:
+            table = Table("stage", "documents", "failed", "seconds", "documents/s",
+                          title=f"build chain on {len(recs)} MP-20 oxides (<= 12 sites, relax <= {args.steps} steps)")
+            for stage, n, failed, dt in rows:
+                table.add_row(stage, str(n), str(failed), f"{dt:.1f}", f"{n / dt:.2f}" if dt else "-")
+            console.print(table)
+            for size in args.noop:  # a row as soon as it is measured: the largest size takes long
                 replicate(reg, max(1, size // max(1, len(recs))))
                 floor = key_scan_seconds(reg)
                 timings = []
@@ -104,21 +109,14 @@ def main() -> None:
                         t = time.perf_counter()
                         reports = build(reg, "all", options, progress=False)
                         timings.append((time.perf_counter() - t, sum(r.processed for r in reports), mem.peak))
-                noop.append((reg.count(), floor, timings))
+                (full_s, full_n, full_mem), (quick_s, quick_n, quick_mem) = timings
+                table = Table("structures", "key scan (floor) s", "full check s", "processed", "nothing changed s",
+                              "processed", "peak MB", title="no-op `build all` (every stage filled with consistent copies)")
+                table.add_row(str(reg.count()), f"{floor:.1f}", f"{full_s:.1f}", str(full_n), f"{quick_s:.1f}",
+                              str(quick_n), f"{max(full_mem, quick_mem) / 2**20:.0f}")
+                console.print(table)
         finally:
             server.stop()
-
-    table = Table("stage", "documents", "failed", "seconds", "documents/s",
-                  title=f"build chain on {len(recs)} MP-20 oxides (<= 12 sites, relax <= {args.steps} steps)")
-    for stage, n, failed, dt in rows:
-        table.add_row(stage, str(n), str(failed), f"{dt:.1f}", f"{n / dt:.2f}" if dt else "-")
-    Console().print(table)
-    table = Table("structures", "key scan (floor) s", "full check s", "processed", "nothing changed s", "processed",
-                  "peak MB", title="no-op `build all` (every stage filled with consistent copies)")
-    for n_docs, floor, ((full_s, full_n, full_mem), (quick_s, quick_n, quick_mem)) in noop:
-        table.add_row(str(n_docs), f"{floor:.1f}", f"{full_s:.1f}", str(full_n), f"{quick_s:.1f}", str(quick_n),
-                      f"{max(full_mem, quick_mem) / 2**20:.0f}")
-    Console().print(table)
 
 
 if __name__ == "__main__":
