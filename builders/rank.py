@@ -93,7 +93,7 @@ class RankBuilder(StageBuilder):
 
 def order_candidates(candidates: Store, scope: dict) -> None:
     """Write the `rank` of the best `RANKED` candidates within `scope` (a preset and ion; 1 = best: passed first,
-    then by score), so "the best N" is an indexed range `{"rank": {"$lte": N}}`: the embedded server sorts without
+    then by score), so "the best N" are N indexed equalities (`Registry.top_candidates`): the embedded server sorts without
     an index, which cost about a second at 10,000 candidates (bench/load.py). Only the top is ranked, so a change
     rewrites at most `RANKED` ranks, not one per candidate. `last_updated` is left alone: an order is no content."""
     key = candidates.key

@@ -59,7 +59,7 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("stability", "registry_id", StabilityDoc, ("last_updated", "state", "chemsys")),
         Collection("tunnels", "registry_id", TunnelsDoc, ("last_updated", "state")),
         Collection("insertion", "registry_id", InsertionDoc, ("last_updated", "state")),
-        # the best N of a preset and ion are {"rank": {"$lte": N}}, served by the rank index (bench/load.py)
+        # the best N of a preset and ion are the ranks 1..N, served by the rank index (Registry.top_candidates)
         Collection("candidates", "candidate_id", CandidateDoc, ("rank", "registry_id", "last_updated", "state",
                                                                "preset", "ion", "passed", "score")),
         Collection("funnel", "funnel_id", FunnelDoc, ("registry_id", "preset", "ion", "left_at", "pending")),
