@@ -1,7 +1,7 @@
 """What was tried against the registry, and what held: kill -9 during builds, failed commands, the database
 stopped mid-command, two builds of one stage at once.
 
-    python bench/faults.py [--chains 5] [--points 4] [--seed 0] [--acknowledged 2000] [--skip-kills]
+    python bench/faults.py [--chains 5] [--points 4] [--seed 0] [--acknowledged 2000] [--skip-kills] [--only PART]
 
 Uses the same harness as tests/reliability (each check here is asserted there):
 
@@ -173,12 +173,16 @@ def stopped(source_uri: str, folder: Path) -> Table:
     return table
 
 
-def _insert_then_kill(uri: str, n: int, kill) -> None:
+def _insert_then_kill(uri: str, n: int, kill) -> float:
+    """Seconds the n acknowledged inserts took (the cost of syncing each commit, in the worst case: one per write)."""
     client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    t = time.perf_counter()
     for i in range(n):
         client.durable.docs.insert_one({"i": i})  # acknowledged before the next is sent
+    seconds = time.perf_counter() - t
     kill()
     client.close()
+    return seconds
 
 
 def _count(uri: str) -> int:
@@ -187,26 +191,26 @@ def _count(uri: str) -> int:
 
 
 def acknowledged(folder: Path, n: int) -> Table:
-    table = Table("server", "acknowledged inserts", "there after restart", "lost",
+    table = Table("server", "acknowledged inserts", "seconds", "there after restart", "lost",
                   title=f"{n} acknowledged single inserts, then SIGKILL of the database server")
     server = EmbeddedServer(folder / "home-durable")
     try:
-        _insert_then_kill(server.ensure_running(auth=False).uri, n,
-                          lambda: os.kill(server.status().pid, signal.SIGKILL))
+        seconds = _insert_then_kill(server.ensure_running(auth=False).uri, n,
+                                    lambda: os.kill(server.status().pid, signal.SIGKILL))
         time.sleep(0.5)
         kept = _count(server.ensure_running(auth=False).uri)
     finally:
         server.stop()
-    table.add_row("the registry's embedded server (--sync-on-commit)", str(n), str(kept), str(n - kept))
+    table.add_row("the registry's embedded server (--sync-on-commit)", str(n), f"{seconds:.1f}", str(kept), str(n - kept))
     daemon = start_daemon(folder / "no-sync")
     try:
-        _insert_then_kill(daemon.uri, n, daemon.proc.kill)
+        seconds = _insert_then_kill(daemon.uri, n, daemon.proc.kill)
         daemon.proc.wait(30)
         daemon = start_daemon(folder / "no-sync", port=daemon.port)
         kept = _count(daemon.uri)
     finally:
         daemon.stop()
-    table.add_row("secantusd-py without --sync-on-commit", str(n), str(kept), str(n - kept))
+    table.add_row("secantusd-py without --sync-on-commit", str(n), f"{seconds:.1f}", str(kept), str(n - kept))
     return table
 
 
@@ -238,18 +242,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--acknowledged", type=int, default=2000, help="Single inserts before the server is killed.")
     parser.add_argument("--skip-kills", action="store_true", help="Only the faster parts 2-4.")
+    parser.add_argument("--only", choices=["kills", "failpoints", "stopped", "acknowledged", "concurrent"],
+                        help="Run one part.")
     args = parser.parse_args()
+    wanted = lambda part: args.only in (None, part) and not (part == "kills" and args.skip_kills)  # noqa: E731
     console = Console(width=150)
     with tempfile.TemporaryDirectory() as folder:
         server = EmbeddedServer(Path(folder) / "home")
         try:
             uri = server.ensure_running(auth=False).uri
-            if not args.skip_kills:
+            if wanted("kills"):
                 console.print(kills(uri, args.chains, args.points, args.seed))
-            console.print(failpoints(uri, Path(folder)))
-            console.print(stopped(uri, Path(folder)))
-            console.print(acknowledged(Path(folder), args.acknowledged))
-            console.print(concurrent(uri))
+            if wanted("failpoints"):
+                console.print(failpoints(uri, Path(folder)))
+            if wanted("stopped"):
+                console.print(stopped(uri, Path(folder)))
+            if wanted("acknowledged"):
+                console.print(acknowledged(Path(folder), args.acknowledged))
+            if wanted("concurrent"):
+                console.print(concurrent(uri))
         finally:
             server.stop()
 
