@@ -9,8 +9,8 @@ ranked collection, not its values). N client threads then run the registry's mai
 the table gives p50/p99 latency per query and total queries/s. The same runs follow with every secondary index
 dropped (the unique keys stay: without them upserts would scan). Last, each index is dropped alone and its own
 query shape timed with 4 clients (the value of that index); and 2,000 structures are read by key with one `$in`
-and in chunks of 100 keys (`Registry.find_among`). Every shape is measured at least twice per client however slow
-it is.
+and in chunks of 100 keys (`Registry.find_among`), the best 10 candidates as a range on `rank` and as equalities.
+Every shape is measured at least twice per client however slow it is.
 """
 
 from __future__ import annotations
@@ -172,16 +172,24 @@ def drop_secondary(reg: Registry, names: list[str]) -> list[tuple[str, str]]:
 
 
 def in_lists(reg: Registry, sample: dict, n: int = 2000) -> Table:
-    """The same documents by key: one `$in` of n keys, and `Registry.find_among`'s chunks of IN_CHUNK keys."""
+    """The same documents read two ways (no writer): by key, one `$in` of n keys and `Registry.find_among`'s chunks
+    of IN_CHUNK keys; the best 10 candidates, as a range on `rank` and as the equalities `top_candidates` reads."""
     ids = random.Random(1).sample(sample["ids"], n)
-    table = Table("read", "queries", "documents", "seconds", title=f"{n} structures by registry_id (no writer)")
-    for label, read in ((f"one $in of {n} keys", lambda: reg.find({"registry_id": {"$in": ids}}, fields=["registry_id"])),
-                        (f"find_among: {IN_CHUNK} keys per $in", lambda: reg.find_among("registry_id", ids,
-                                                                                      fields=["registry_id"]))):
+    scope = {"preset": "tunnel", "ion": "Mg"}
+    reads = [
+        (f"{n} structures: one $in of {n} keys", 1,
+         lambda: reg.find({"registry_id": {"$in": ids}}, fields=["registry_id"])),
+        (f"{n} structures: find_among, {IN_CHUNK} keys per $in", ceil(n / IN_CHUNK),
+         lambda: reg.find_among("registry_id", ids, fields=["registry_id"])),
+        ("top 10: the range {rank: {$lte: 10}}", 1,
+         lambda: reg.find({"rank": {"$lte": 10}, **scope}, collection="candidates")),
+        ("top 10: top_candidates (rank in 1..10)", 1, lambda: reg.top_candidates("tunnel", "Mg", 10)),
+    ]
+    table = Table("read", "queries", "documents", "ms", title="one query shape, two ways (no writer)")
+    for label, queries, read in reads:
         t = time.perf_counter()
         docs = read()
-        table.add_row(label, str(ceil(n / IN_CHUNK)) if "among" in label else "1", str(len(docs)),
-                      f"{time.perf_counter() - t:.2f}")
+        table.add_row(label, str(queries), str(len(docs)), f"{1000 * (time.perf_counter() - t):.1f}")
     return table
 
 
