@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from maggma.core import Builder, Store
+from maggma.core import Store
 
 from builders.run import StageReport, run_builder
+from builders.stage import StageBuilder
 from registry.db.known import LoadReport, ensure_references
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _known(reg: Registry) -> tuple[Store, Store, Store]:
     return reg.store("references"), reg.store("reference_sets"), reg.store("structures")
 
 
-def _validate(reg: Registry, o: BuildOptions) -> Builder:
+def _validate(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.validate import ValidateBuilder
 
     return ValidateBuilder(reg.store("structures"), reg.store("references"), reg.store("reference_sets"),
@@ -94,7 +95,7 @@ def _channel_limit(o: BuildOptions) -> float | None:
     return get_preset(o.preset).channel_limit(o.ion, o.channel_margin) if _screen_limits(o) else None
 
 
-def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
+def _screen(reg: Registry, o: BuildOptions) -> StageBuilder | None:
     """Free spheres only for a preset that gates on them (they cost ~0.2 s a structure, mostly oxidation states)."""
     from builders.screen import ScreenBuilder
 
@@ -105,7 +106,7 @@ def _screen(reg: Registry, o: BuildOptions) -> Builder | None:
                          ions=o.ions if _channel_limit(o) is not None else (), force=o.force)
 
 
-def _relax(reg: Registry, o: BuildOptions) -> Builder:
+def _relax(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.relax import RelaxBuilder
 
     limits = _screen_limits(o)
@@ -123,7 +124,7 @@ def _refine_spec(o: BuildOptions) -> str | None:
     return None if o.refine_potential in (None, "", "none") else o.refine_potential
 
 
-def _refine(reg: Registry, o: BuildOptions) -> Builder | None:
+def _refine(reg: Registry, o: BuildOptions) -> StageBuilder | None:
     """Within the preset's E_hull limit plus the refine margin (everything when exhaustive or without a limit)."""
     from builders.refine import RefineBuilder
 
@@ -135,14 +136,14 @@ def _refine(reg: Registry, o: BuildOptions) -> Builder | None:
                          force=o.force)
 
 
-def _predict(reg: Registry, o: BuildOptions) -> Builder:
+def _predict(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.predict import PredictBuilder
 
     return PredictBuilder(reg.store("relaxed"), reg.store("predicted"), reg.store("refined"),
                           refine_potential=_refine_spec(o), bandgap_model=o.bandgap_model, force=o.force)
 
 
-def _stability(reg: Registry, o: BuildOptions) -> Builder:
+def _stability(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.stability import StabilityBuilder
 
     return StabilityBuilder(reg.store("predicted"), *_known(reg), reg.store("stability"),
@@ -156,14 +157,14 @@ def _hull_gate(reg: Registry, o: BuildOptions) -> dict[str, Any]:
         "gate": reg.store("stability"), "gate_query": {"state": "successful", "e_above_hull": {"$lte": limit}}}
 
 
-def _tunnels(reg: Registry, o: BuildOptions) -> Builder:
+def _tunnels(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.tunnels import TunnelsBuilder
 
     return TunnelsBuilder(reg.store("relaxed"), reg.store("tunnels"), ions=o.ions, force=o.force,
                           **_hull_gate(reg, o))
 
 
-def _insertion(reg: Registry, o: BuildOptions) -> Builder:
+def _insertion(reg: Registry, o: BuildOptions) -> StageBuilder:
     """Under the E_hull gate, and only for ions whose channel the tunnels stage found open (the builder's
     default): a framework costs one batch of relaxations per ion."""
     from builders.insertion import InsertionBuilder
@@ -176,7 +177,7 @@ def _insertion(reg: Registry, o: BuildOptions) -> Builder:
                             settings=settings, force=o.force, **_hull_gate(reg, o))
 
 
-def _dft(reg: Registry, o: BuildOptions) -> Builder:
+def _dft(reg: Registry, o: BuildOptions) -> StageBuilder:
     """Validated when DFT puts it within the preset's E_hull limit (0.1 eV/atom for tunnel)."""
     from builders.dft import DftBuilder
     from registry.output.parity import stability_threshold
@@ -186,7 +187,7 @@ def _dft(reg: Registry, o: BuildOptions) -> Builder:
                       force=o.force)
 
 
-def _rank(reg: Registry, o: BuildOptions) -> Builder:
+def _rank(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.rank import RankBuilder
 
     return RankBuilder(*(reg.store(n) for n in ("validated", "relaxed", "predicted", "stability", "tunnels",
@@ -194,7 +195,7 @@ def _rank(reg: Registry, o: BuildOptions) -> Builder:
                        preset=o.preset, ion=o.ion, force=o.force)
 
 
-def _funnel(reg: Registry, o: BuildOptions) -> Builder:
+def _funnel(reg: Registry, o: BuildOptions) -> StageBuilder:
     from builders.funnel import FunnelBuilder
 
     return FunnelBuilder(*(reg.store(n) for n in ("validated", "screened", "relaxed", "predicted", "stability",
@@ -203,7 +204,7 @@ def _funnel(reg: Registry, o: BuildOptions) -> Builder:
                          channel_margin=o.channel_margin, exhaustive=o.exhaustive)
 
 
-def _optimade(reg: Registry, o: BuildOptions) -> Builder:
+def _optimade(reg: Registry, o: BuildOptions) -> StageBuilder:
     """Every structure, whatever the options: the view serves the whole registry."""
     from builders.optimade import OptimadeBuilder
 
@@ -222,7 +223,7 @@ class Stage:
     sources: tuple[str, ...]  # collections it reads (the first is the one it maps or groups)
     target: str  # the collection it writes; its schema is in registry.db.stores.COLLECTIONS
     parallel: bool  # whether --workers applies
-    make: Callable[[Registry, BuildOptions], Builder | None]  # None when the options switch it off
+    make: Callable[[Registry, BuildOptions], StageBuilder | None]  # None when the options switch it off
 
 
 CHAIN: tuple[Stage, ...] = (
@@ -255,7 +256,7 @@ TARGETS = {s.name: s.target for s in CHAIN}
 _BY_NAME = {s.name: s for s in CHAIN}
 
 
-def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None) -> Builder | None:
+def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None) -> StageBuilder | None:
     """The builder of one stage, or None when the options switch the stage off (e.g. no screen)."""
     if stage not in _BY_NAME:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -272,11 +273,12 @@ def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None
     loaded = ensure_references(reg)
     if loaded is not None and on_references:
         on_references(loaded)
-    reports = []
+    reports, counts = [], {}
     for name in STAGES if stage == "all" else (stage,):
         builder = make_builder(reg, name, options)
         if builder is None:
             continue
+        builder.share_counts(counts)  # each collection counted once, and again after a stage wrote it
         workers = options.workers if _BY_NAME[name].parallel else 1
         report = run_builder(builder, name, workers=workers, progress=progress)
         reports.append(report)

@@ -101,6 +101,7 @@ class StageBuilder(Builder):
         self.n_groups = 0
         self.source_groups: dict[str, tuple[set[str], datetime | None]] = {}
         self.reads = list(reads)
+        self.counts: dict[str, int] = {}  # documents per collection as this build counted them (`share_counts`)
         stores = [source, *self.inputs, *reads, *([gate] if gate is not None else [])]
         super().__init__(sources=stores, targets=[target], chunk_size=chunk_size)
         self._keep_for_workers(force=force, chunk_size=chunk_size, batch_size=batch_size, gate=gate,
@@ -283,8 +284,18 @@ class StageBuilder(Builder):
     def _records(self) -> Any:
         return self.target._collection.database["build_records"]
 
+    def share_counts(self, counts: dict[str, int]) -> None:
+        """Use (and add to) the document counts a chain of stages took: a collection is counted once per chain,
+        and again only after a stage wrote it (a count scans the collection on the embedded server: 0.8 s for the
+        95,118 references). A count taken earlier than the build is only ever older: at worst the next build
+        finds it differs and checks every key."""
+        self.counts = counts
+
     def _counts(self) -> dict[str, int]:
-        return {s.collection_name: s._collection.estimated_document_count() for s in self._read_stores()}
+        for store in self._read_stores():
+            if store.collection_name not in self.counts:
+                self.counts[store.collection_name] = store._collection.estimated_document_count()
+        return {store.collection_name: self.counts[store.collection_name] for store in self._read_stores()}
 
     def _unchanged_since_last_build(self) -> dict | None:
         """The last complete build's record, when no store it read changed since it started; else None."""
@@ -303,6 +314,7 @@ class StageBuilder(Builder):
     def finalize(self) -> None:
         """Record a complete build (a killed one records nothing, so the next build checks everything)."""
         if getattr(self, "_started", None) is not None:
+            self.counts.pop(self.target.collection_name, None)  # written by this build: counted again
             self._records().replace_one({"build_id": self._build_id()}, {
                 "build_id": self._build_id(), "stage": self.stage, "target": self.target.collection_name,
                 # a second of margin: a write stamped just before the start still counts as a change

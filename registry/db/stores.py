@@ -47,7 +47,8 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("structures", "registry_id", StructureDoc, ("last_updated", "elements", "formula_pretty", "chemsys",
                                                                "origin.source", "origin.run_id")),
         Collection("rejects", "reject_id", RejectDoc, ("last_updated", "stage", "source")),
-        Collection("references", "reference_id", ReferenceEntryDoc, ("chemsys", "formula_pretty", "reference_set")),
+        Collection("references", "reference_id", ReferenceEntryDoc, ("chemsys", "formula_pretty",
+                                                                            "reference_set", "last_updated")),
         Collection("reference_sets", "name", ReferenceSetDoc),
         Collection("generation_runs", "run_id", GenerationRunDoc, ("last_updated", "generator")),
         Collection("validated", "registry_id", ValidatedDoc, ("last_updated", "state", "valid", "formula_pretty", "chemsys",
@@ -62,7 +63,8 @@ COLLECTIONS: dict[str, Collection] = {
         # the best N of a preset and ion are the ranks 1..N, served by the rank index (Registry.top_candidates)
         Collection("candidates", "candidate_id", CandidateDoc, ("rank", "registry_id", "last_updated", "state",
                                                                "preset", "ion", "passed", "score")),
-        Collection("funnel", "funnel_id", FunnelDoc, ("registry_id", "preset", "ion", "left_at", "pending")),
+        Collection("funnel", "funnel_id", FunnelDoc, ("registry_id", "preset", "ion", "left_at",
+                                                       "pending", "last_updated")),
         Collection("dft", "dft_id", DftDoc, ("last_updated", "registry_id", "state")),
         Collection("dft_comparison", "registry_id", DftComparisonDoc, ("last_updated", "state")),
         # served by `registry serve`: `id` for /structures/<id>, `state` to count what is not served, and what

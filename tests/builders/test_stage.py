@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from monty.json import MontyDecoder
+from pymongo.collection import Collection
 
 from builders.run import run_builder
 from builders.stage import StageBuilder, content_hash
@@ -162,3 +163,44 @@ def test_a_build_with_nothing_changed_reads_no_keys_until_something_does(registr
     registry.collection("numbers").delete_one({"registry_id": "n2"})
     run(registry)
     assert len(full_checks) == 2 and set(squares(registry)) == {"n0", "n1"}
+
+
+class Doubled(StageBuilder):
+    """squares -> doubled: the second stage of a toy chain."""
+
+    stage = "doubled"
+
+    def process_group(self, item: dict) -> list[dict]:
+        [doc] = item["docs"]
+        return [{"registry_id": doc["registry_id"], "double": 2 * doc["square"],
+                 "provenance": Provenance(builder="doubled").model_dump()}]
+
+
+def chain(registry) -> None:
+    """Both stages with one set of counts, as `builders.chain.build` runs them."""
+    counts: dict[str, int] = {}
+    numbers, squares_ = setup_stores(registry)
+    for builder in (Squares(numbers, squares_), Doubled(squares_, registry.store("doubled", key="registry_id"))):
+        builder.share_counts(counts)
+        run_builder(builder, builder.stage, progress=False)
+
+
+def test_a_chain_counts_each_collection_once_and_again_after_a_stage_wrote_it(registry, monkeypatch):
+    """A count scans a collection on the embedded server: a chain takes one per collection (the one a stage
+    wrote, after it wrote it), and a deletion upstream still reaches the end of the chain."""
+    setup(registry, 2, 3)
+    counted = []
+    count = Collection.estimated_document_count
+    monkeypatch.setattr(Collection, "estimated_document_count",
+                        lambda self, **kw: counted.append(self.name) or count(self, **kw))
+    chain(registry)
+    assert sorted(counted) == ["doubled", "numbers", "squares"]
+    time.sleep(1.1)  # a build record keeps a second of margin: squares' writes are then before doubled's next record
+    chain(registry)
+    counted.clear()
+    chain(registry)  # nothing changed
+    assert sorted(counted) == ["doubled", "numbers", "squares"]
+
+    registry.collection("numbers").delete_one({"registry_id": "n1"})
+    chain(registry)
+    assert [d["registry_id"] for d in registry.find(collection="doubled")] == ["n0"]
