@@ -64,6 +64,10 @@ class RefineBuilder(StageBuilder):
         """Another second-tier potential redoes every document; the cut does not (see the module docstring)."""
         return {"potential": self.potential}
 
+    def selection(self) -> dict[str, Any]:
+        """A wider cut takes what an earlier build left unrefined."""
+        return {"max_e_above_hull": self.max_e_above_hull}
+
     def dependency_time(self, chemsys: str) -> datetime | None:
         return self.known.updated(chemsys)
 

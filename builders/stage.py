@@ -21,8 +21,10 @@ documents each store it reads held (collection `build_records`); the next build 
 scope first asks each of those stores for one document changed since then (the target: since that build finished;
 an indexed `last_updated` range) and compares the counts (a deletion), and only when something changed reads every
 key and timestamp to find what. A change is seen by its `last_updated`, as maggma's incremental builds see it; a
-write stamped before the last build started (a document copied in with its old timestamp) is seen only when it
-changes a count, else with `--force`.
+write stamped more than `MARGIN` before the last build started (a document copied in with its old timestamp) is
+seen only when it changes a count, else with `--force`. A chain counts each collection once (`share_counts`) and
+starts a stage more than `MARGIN` after the last change the stage before it wrote (`builders.chain.build`), so the
+build after a build finds nothing changed.
 
 **Failure** is handled here: an exception while building a group becomes a failed document for each of its source
 documents (the `StageDoc` envelope with the reason), and the stage goes on. A `RegistryError` (a refused model, an
@@ -48,6 +50,7 @@ from schemas.base import to_mongo
 from schemas.stage import Provenance, StageDoc, State
 
 VOLATILE = ("_id", "last_updated", "sources_updated", "content_hash", "provenance")
+MARGIN = timedelta(seconds=1)  # a write stamped this long before a build started still counts as a change there
 
 
 def content_hash(doc: dict[str, Any]) -> str:
@@ -102,6 +105,7 @@ class StageBuilder(Builder):
         self.source_groups: dict[str, tuple[set[str], datetime | None]] = {}
         self.reads = list(reads)
         self.counts: dict[str, int] = {}  # documents per collection as this build counted them (`share_counts`)
+        self.last_stamp: datetime | None = None  # when this build last wrote a changed document (`last_updated`)
         stores = [source, *self.inputs, *reads, *([gate] if gate is not None else [])]
         super().__init__(sources=stores, targets=[target], chunk_size=chunk_size)
         self._keep_for_workers(force=force, chunk_size=chunk_size, batch_size=batch_size, gate=gate,
@@ -119,6 +123,11 @@ class StageBuilder(Builder):
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that shape this stage's content: a change makes every document stale."""
+        return {}
+
+    def selection(self) -> dict[str, Any]:
+        """Options that decide which documents a build takes without changing a built one's content (e.g. a cut a
+        stage widens): a build record made with other values says nothing about this build."""
         return {}
 
     def dependency_time(self, value: Any) -> datetime | None:
@@ -275,9 +284,10 @@ class StageBuilder(Builder):
         return [self.source, *self.inputs, *self.reads, *([self.gate] if self.gate is not None else []), self.target]
 
     def _build_id(self) -> str:
-        """Same stage, target, parameters and scope: a build record from another scope says nothing here."""
+        """Same stage, target, parameters, selection and scope: a build record from another says nothing here."""
         body = {"stage": self.stage, "target": self.target.collection_name, "parameters": self.parameters(),
-                "query": self.query, "target_scope": self.target_scope(), "gate_query": self.gate_query,
+                "selection": self.selection(), "query": self.query, "target_scope": self.target_scope(),
+                "gate_query": self.gate_query,
                 "stores": [(s.collection_name, s.last_updated_field) for s in self._read_stores()]}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -317,8 +327,7 @@ class StageBuilder(Builder):
             self.counts.pop(self.target.collection_name, None)  # written by this build: counted again
             self._records().replace_one({"build_id": self._build_id()}, {
                 "build_id": self._build_id(), "stage": self.stage, "target": self.target.collection_name,
-                # a second of margin: a write stamped just before the start still counts as a change
-                "started_at": self._started - timedelta(seconds=1), "finished_at": datetime.now(UTC),
+                "started_at": self._started - MARGIN, "finished_at": datetime.now(UTC),
                 "counts": self._counts(), "n_groups": self.n_groups, "skipped": self._built_documents(),
                 "gated": self.gated}, upsert=True)
         super().finalize()
@@ -387,6 +396,7 @@ class StageBuilder(Builder):
             old = stored.get(d[key])
             same = old is not None and old.get("content_hash") == d["content_hash"]
             d["last_updated"] = old["last_updated"] if same else now
+            self.last_stamp = self.last_stamp if same else now
         if docs:
             self.target.update(docs)
         gone = sorted(set(stored) - {d[key] for d in docs})
