@@ -16,16 +16,14 @@ channel admits an ion it is asked for.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from maggma.core import Store
 
 from builders.run import StageReport, run_builder
-from builders.stage import MARGIN, StageBuilder
+from builders.stage import StageBuilder
 from registry.db.known import LoadReport, ensure_references
 
 if TYPE_CHECKING:
@@ -265,14 +263,6 @@ def make_builder(reg: Registry, stage: str, options: BuildOptions | None = None)
     return _BY_NAME[stage].make(reg, options or BuildOptions())
 
 
-def _after_margin(stamp: datetime | None) -> None:
-    """Start the next stage more than `MARGIN` after this one's last change: its build record (which keeps that
-    margin for other writers' clocks) then starts after these writes, and the next build finds nothing changed
-    instead of checking every key once more. Nothing to wait for when the stage changed nothing."""
-    if stamp is not None:
-        time.sleep(max(0.0, (stamp + MARGIN - datetime.now(UTC)).total_seconds()))
-
-
 def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None, progress: bool = True,
           on_stage: Callable[[StageReport], None] | None = None,
           on_references: Callable[[LoadReport], None] | None = None) -> list[StageReport]:
@@ -291,7 +281,6 @@ def build(reg: Registry, stage: str = "all", options: BuildOptions | None = None
         builder.share_counts(counts)  # each collection counted once, and again after a stage wrote it
         workers = options.workers if _BY_NAME[name].parallel else 1
         report = run_builder(builder, name, workers=workers, progress=progress)
-        _after_margin(builder.last_stamp)
         reports.append(report)
         if on_stage:
             on_stage(report)

@@ -22,9 +22,9 @@ scope first asks each of those stores for one document changed since then (the t
 an indexed `last_updated` range) and compares the counts (a deletion), and only when something changed reads every
 key and timestamp to find what. A change is seen by its `last_updated`, as maggma's incremental builds see it; a
 write stamped more than `MARGIN` before the last build started (a document copied in with its old timestamp) is
-seen only when it changes a count, else with `--force`. A chain counts each collection once (`share_counts`) and
-starts a stage more than `MARGIN` after the last change the stage before it wrote (`builders.chain.build`), so the
-build after a build finds nothing changed.
+seen only when it changes a count, else with `--force`. A chain counts each collection once (`share_counts`), and a
+stage that changed something finishes more than `MARGIN` after its last write (`finalize`), so the build after a
+build finds nothing changed.
 
 **Failure** is handled here: an exception while building a group becomes a failed document for each of its source
 documents (the `StageDoc` envelope with the reason), and the stage goes on. A `RegistryError` (a refused model, an
@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from math import ceil
@@ -322,7 +323,10 @@ class StageBuilder(Builder):
         return record
 
     def finalize(self) -> None:
-        """Record a complete build (a killed one records nothing, so the next build checks everything)."""
+        """Record a complete build (a killed one records nothing, so the next build checks everything); after a
+        change, return more than `MARGIN` after its last write, so that a build record started next (the next
+        stage's, which keeps that margin for other writers' clocks) finds nothing new and the build after a build
+        is a no-op."""
         if getattr(self, "_started", None) is not None:
             self.counts.pop(self.target.collection_name, None)  # written by this build: counted again
             self._records().replace_one({"build_id": self._build_id()}, {
@@ -330,6 +334,8 @@ class StageBuilder(Builder):
                 "started_at": self._started - MARGIN, "finished_at": datetime.now(UTC),
                 "counts": self._counts(), "n_groups": self.n_groups, "skipped": self._built_documents(),
                 "gated": self.gated}, upsert=True)
+        if self.last_stamp is not None:  # the next stage's record then starts after these writes (`MARGIN`)
+            time.sleep(max(0.0, (self.last_stamp + MARGIN - datetime.now(UTC)).total_seconds()))
         super().finalize()
 
     def _built_documents(self) -> int:
@@ -396,7 +402,8 @@ class StageBuilder(Builder):
             old = stored.get(d[key])
             same = old is not None and old.get("content_hash") == d["content_hash"]
             d["last_updated"] = old["last_updated"] if same else now
-            self.last_stamp = self.last_stamp if same else now
+            if not same:
+                self.last_stamp = now
         if docs:
             self.target.update(docs)
         gone = sorted(set(stored) - {d[key] for d in docs})

@@ -195,8 +195,6 @@ def test_a_chain_counts_each_collection_once_and_again_after_a_stage_wrote_it(re
                         lambda self, **kw: counted.append(self.name) or count(self, **kw))
     chain(registry)
     assert sorted(counted) == ["doubled", "numbers", "squares"]
-    time.sleep(1.1)  # a build record keeps a second of margin: squares' writes are then before doubled's next record
-    chain(registry)
     counted.clear()
     chain(registry)  # nothing changed
     assert sorted(counted) == ["doubled", "numbers", "squares"]
